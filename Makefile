@@ -1,0 +1,40 @@
+# The README's two commands: `make run` and `make test`. Everything else supports them.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MODELS ?= model_repository
+PORT ?= 8000
+# A bare `torch` requirement can pull a multi-GB CUDA build: install the CPU build explicitly first.
+# The project's own requirement stays a range (pyproject.toml). Override TORCH for a CUDA machine.
+TORCH ?= torch==2.13.0
+
+.PHONY: install run train-defaults serve test lint format clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+train-defaults: install  ## train the four default models on digits if the repository is empty
+	$(PY) -m training.defaults --models $(MODELS)
+
+run: train-defaults  ## train the defaults if needed, then serve on port $(PORT)
+	$(PY) -m service serve --models $(MODELS) --host 0.0.0.0 --port $(PORT)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,48 @@
+"""Autoencoder (SPEC §1) and regularised autoencoder (SPEC §2): h = g ∘ f.
+
+The two kinds share the network; they differ in cost: the RAE adds λ·Ω(W) on the
+weight matrices. Reconstruction by MSE, or by BCE for data scaled to [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models import losses
+from models.networks import Decoder, Encoder
+
+
+class Autoencoder(nn.Module):
+    def __init__(self, n_features: int, hidden: list[int], latent_dim: int, activation: str, output: str):
+        super().__init__()
+        self.encoder = Encoder(n_features, hidden, latent_dim, activation, variational=False)
+        self.decoder = Decoder(latent_dim, hidden[::-1], n_features, activation, output)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))  # (B, F)
+
+    def graphs(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder, "decoder": self.decoder}
+
+
+def objective(
+    model: Autoencoder, x: torch.Tensor, reconstruction: str, penalty: str | None, lam: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """J = mean_B l(x, h(x)) + λ·Ω(W)  (SPEC §2; with λ = 0 or no penalty it is SPEC §1's L).
+
+    Returns the scalar cost and its terms, for logging.
+    """
+    logits = model.decoder.logits(model.encoder(x))  # (B, F)
+    if reconstruction == "mse":
+        rec = losses.mse(x, logits if model.decoder.output == "identity" else torch.sigmoid(logits))
+    elif reconstruction == "bce":
+        rec = losses.bce_with_logits(x, logits)
+    else:
+        raise ValueError(f"reconstruction must be 'mse' or 'bce', got {reconstruction!r}")
+    terms = {"reconstruction": rec.mean()}
+    cost = terms["reconstruction"]
+    if penalty is not None and lam > 0:
+        terms["penalty"] = lam * losses.weight_penalty([model.encoder, model.decoder], penalty)
+        cost = cost + terms["penalty"]
+    return cost, terms

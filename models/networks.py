@@ -1,0 +1,82 @@
+"""MLP building blocks: the encoder f, decoder g, generator G and discriminator D of SPEC §1-4.
+
+Each `forward` is exactly what gets exported (no losses inside). Shapes: B rows,
+F features, L latent dimensions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+}
+
+
+def mlp(sizes: list[int], activation: str) -> nn.Sequential:
+    """Linear layers between consecutive sizes, the activation after every layer but the last."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """f: x -> z (deterministic, SPEC §1), or x -> (mu, logvar) when variational (SPEC §3)."""
+
+    def __init__(self, n_features: int, hidden: list[int], latent_dim: int, activation: str, variational: bool):
+        super().__init__()
+        self.variational = variational
+        out = 2 * latent_dim if variational else latent_dim
+        self.net = mlp([n_features, *hidden, out], activation)
+        self.latent_dim = latent_dim
+
+    def forward(self, x: torch.Tensor):
+        h = self.net(x)  # (B, L) or (B, 2L)
+        if self.variational:
+            mu, logvar = h.chunk(2, dim=1)  # (B, L) each
+            return mu, logvar
+        return h
+
+
+class Decoder(nn.Module):
+    """g: z -> x̂. `logits` is the pre-activation output; `forward` applies the output activation
+    (sigmoid for data in [0, 1], identity otherwise), which is what the service sees."""
+
+    def __init__(self, latent_dim: int, hidden: list[int], n_features: int, activation: str, output: str):
+        super().__init__()
+        if output not in ("identity", "sigmoid"):
+            raise ValueError(f"output activation must be 'identity' or 'sigmoid', got {output!r}")
+        self.output = output
+        self.net = mlp([latent_dim, *hidden, n_features], activation)
+
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)  # (B, F)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.net(z)
+        return torch.sigmoid(h) if self.output == "sigmoid" else h
+
+
+Generator = Decoder  # G: z -> x̂ has the decoder's shape (SPEC §4); the name documents the role.
+
+
+class Discriminator(nn.Module):
+    """D: x -> (logit, probability that x is real) (SPEC §4). Training uses the logit for stability."""
+
+    def __init__(self, n_features: int, hidden: list[int], activation: str):
+        super().__init__()
+        self.net = mlp([n_features, *hidden, 1], activation)
+
+    def forward(self, x: torch.Tensor):
+        logit = self.net(x)  # (B, 1)
+        return logit, torch.sigmoid(logit)

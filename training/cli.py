@@ -1,0 +1,117 @@
+"""`latentserve train` and `latentserve export`: the offline half's command line.
+
+Flags map one to one onto `TrainConfig` fields. Every refusal is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from training.config import KINDS, TrainConfig
+
+DEFAULT_MODELS = "model_repository"
+
+
+def _models_default() -> str:
+    return os.environ.get("LATENTSERVE_MODELS", DEFAULT_MODELS)
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 128,64, got {text!r}") from None
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentserve", description="Train and export latentserve models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a model and export it to the model repository")
+    t.add_argument("kind", help=f"model kind: {', '.join(KINDS)}")
+    t.add_argument("--data", default="digits", help="'digits' (bundled) or a .csv/.npy/.npz file")
+    t.add_argument("--name", required=True, help="model name in the repository")
+    t.add_argument("--models", default=None, help="model repository (default $LATENTSERVE_MODELS or ./model_repository)")
+    t.add_argument("--runs", default="runs", help="folder for run folders (checkpoint, metrics, plots)")
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    for opt, typ, help_ in [
+        ("epochs", int, "maximum epochs (early stopping usually ends sooner)"),
+        ("patience", int, "epochs without validation improvement before stopping"),
+        ("batch-size", int, "rows per batch"), ("lr", float, "learning rate η"),
+        ("optimizer", str, "adam or sgd"), ("seed", int, "random seed (same seed and data → same weights)"),
+        ("val-fraction", float, "fraction of rows held out"),
+        ("contamination", float, "expected outlier share; sets the default anomaly threshold"),
+        ("device", str, "auto, cpu or cuda"), ("threads", int, "torch CPU threads"),
+        ("latent-dim", int, "latent size (default: from the feature count)"),
+        ("activation", str, "relu, tanh, leaky_relu, elu or gelu"),
+        ("scaling", str, "auto, standard, minmax or none"),
+        ("reconstruction", str, "ae/rae: mse or bce"), ("penalty", str, "rae: l1 or l2"),
+        ("lam", float, "rae: penalty weight λ"), ("likelihood", str, "vae: gaussian or bernoulli"),
+        ("beta", float, "vae: KL weight β"),
+    ]:
+        dest = opt.replace("-", "_")
+        t.add_argument(f"--{opt}", type=typ, default=defaults[dest], help=help_)
+    t.add_argument("--hidden", type=_hidden, default=None, help="hidden sizes, e.g. 128,64 (default: from the feature count)")
+    t.add_argument("--allow-constant", action="store_true", help="keep zero-variance columns instead of refusing")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("export", help="export a run's checkpoint.pt as a new version")
+    e.add_argument("checkpoint", help="path to a run folder's checkpoint.pt")
+    e.add_argument("--models", default=None, help="model repository")
+    e.add_argument("--name", default=None, help="publish under this name (default: the trained name)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    # Imported here so that `--help` and argument errors answer without loading torch.
+    from training.data import DataError
+    from training.config import ConfigError
+    from training.export import ExportError
+
+    try:
+        if args.command == "export":
+            return _export(args)
+        return _train(args)
+    except (DataError, ConfigError, ExportError, RuntimeError) as e:
+        print(f"latentserve {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _train(args) -> int:
+    from training import pipeline
+    from training.manifest import valid_name
+
+    if not valid_name(args.name):
+        print(f"latentserve train: error: --name must be letters, digits, '_', '.', '-' (got {args.name!r})",
+              file=sys.stderr)
+        return 2
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    values["models"] = args.models or _models_default()
+    cfg = TrainConfig(**values)
+    result = pipeline.run(cfg, progress=not args.quiet)
+    print(f"exported {result.artifact} (run folder {result.run_dir})")
+    return 0
+
+
+def _export(args) -> int:
+    from training.export import export_checkpoint, load_checkpoint
+    from training.manifest import valid_name
+
+    if args.name is not None and not valid_name(args.name):
+        print(f"latentserve export: error: invalid --name {args.name!r}", file=sys.stderr)
+        return 2
+    ckpt = load_checkpoint(Path(args.checkpoint))
+    path = export_checkpoint(ckpt, Path(args.models or _models_default()), args.name)
+    print(f"exported {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Export a trained checkpoint: ONNX + TorchScript graphs, parity check, score calibration, manifest.
+
+The artifact is written into `<models>/<name>/.tmp-*`, every file hashed, the manifest written last,
+then the folder renamed to the next free version. An existing version is never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from service import scoring
+from training.config import TrainConfig
+from training.manifest import (
+    KIND_CAPABILITIES,
+    GraphSpec,
+    LatentPrior,
+    Manifest,
+    Preprocessing,
+    TensorSpec,
+    list_versions,
+    sha256_file,
+)
+from training.train import build_model
+
+PARITY_BATCHES = (1, 7, 256)
+PARITY_TOLERANCE = 1e-4
+
+# Graph I/O names: the service reads them from the manifest, these are what we write.
+GRAPH_IO = {
+    ("ae", "encoder"): (["x"], ["z"]),
+    ("rae", "encoder"): (["x"], ["z"]),
+    ("vae", "encoder"): (["x"], ["mu", "logvar"]),
+    ("ae", "decoder"): (["z"], ["x_hat"]),
+    ("rae", "decoder"): (["z"], ["x_hat"]),
+    ("vae", "decoder"): (["z"], ["x_hat"]),
+    ("gan", "generator"): (["z"], ["x_hat"]),
+    ("gan", "discriminator"): (["x"], ["logit", "prob"]),
+}
+
+
+class ExportError(RuntimeError):
+    """The export could not produce a faithful artifact; nothing was published."""
+
+
+def load_checkpoint(path: Path) -> dict:
+    if not Path(path).is_file():
+        raise ExportError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ExportError(f"cannot read checkpoint {path}: {e}") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "latentserve-checkpoint-1":
+        raise ExportError(f"{path} is not a latentserve checkpoint")
+    return ckpt
+
+
+def export_checkpoint(ckpt: dict, models_dir: Path, name: str | None = None) -> Path:
+    """Publish the checkpoint as the next version of `name`; returns the version folder."""
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    name = name or cfg.name
+    model = build_model(cfg, ckpt["n_features"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    x_val = ckpt["x_val"].numpy().astype(np.float32)  # (N, F) model space
+    parent = Path(models_dir) / name
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=parent))
+    try:
+        graphs = {}
+        for role, module in model.graphs().items():
+            graphs[role] = _export_graph(cfg.kind, role, module, _golden(cfg, role, model, x_val), tmp)
+        scores = _calibration_scores(cfg, graphs, tmp, x_val)
+        method, description = _score_method(cfg)
+        manifest_fields = dict(
+            name=name,
+            kind=cfg.kind,
+            capabilities=list(KIND_CAPABILITIES[cfg.kind]),
+            n_features=ckpt["n_features"],
+            feature_names=ckpt.get("feature_names"),
+            image_shape=ckpt.get("image_shape"),
+            latent_dim=cfg.latent_dim,
+            likelihood=_likelihood(cfg),
+            preprocessing=Preprocessing(**ckpt["preprocessing"]),
+            graphs=graphs,
+            calibration=scoring.calibrate(scores, cfg.contamination, method, description),
+            latent_prior=LatentPrior(**ckpt["latent_prior"]) if ckpt.get("latent_prior") else None,
+            training=cfg.to_dict(),
+            metrics=ckpt["metrics"],
+            data=ckpt["data"],
+            versions=_library_versions(),
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        return _publish(tmp, parent, manifest_fields)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _likelihood(cfg: TrainConfig) -> str:
+    return {"ae": cfg.reconstruction, "rae": cfg.reconstruction, "vae": cfg.likelihood, "gan": "adversarial"}[cfg.kind]
+
+
+def _score_method(cfg: TrainConfig) -> tuple[str, str]:
+    if cfg.kind in ("ae", "rae"):
+        return f"reconstruction-{cfg.reconstruction}", "mean per-feature reconstruction error in model space"
+    if cfg.kind == "vae":
+        return (
+            f"negative-elbo-{cfg.likelihood}-posterior-mean",
+            "negative ELBO with z = mu (deterministic): reconstruction term of x̂ = g(mu) plus closed-form KL",
+        )
+    return "neg-log-discriminator", "−log D(x) from the discriminator's logit"
+
+
+def _golden(cfg: TrainConfig, role: str, model: nn.Module, x_val: np.ndarray) -> dict[int, np.ndarray]:
+    """Golden inputs per parity batch size: validation rows (tiled if too few), or latents for decoders."""
+    rows = np.resize(x_val, (max(PARITY_BATCHES), x_val.shape[1])).astype(np.float32)  # repeats rows if needed
+    if role in ("encoder", "discriminator"):
+        base = rows
+    elif role == "decoder":
+        with torch.no_grad():
+            out = model.encoder(torch.from_numpy(rows))
+        base = (out[0] if isinstance(out, tuple) else out).numpy()
+    else:
+        base = np.random.default_rng(cfg.seed).standard_normal((len(rows), cfg.latent_dim)).astype(np.float32)
+    return {b: np.ascontiguousarray(base[:b]) for b in PARITY_BATCHES}
+
+
+def _export_graph(kind: str, role: str, module: nn.Module, golden: dict[int, np.ndarray], folder: Path):
+    in_names, out_names = GRAPH_IO[(kind, role)]
+    example = torch.from_numpy(golden[7])
+    module = module.cpu().eval()
+    onnx_path, ts_path = folder / f"{role}.onnx", folder / f"{role}.pt"
+    axes = {n: {0: "batch"} for n in in_names + out_names}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
+        torch.onnx.export(
+            module, (example,), str(onnx_path), input_names=in_names, output_names=out_names,
+            dynamic_axes=axes, opset_version=17, dynamo=False,
+        )
+        traced = torch.jit.trace(module, (example,))
+    torch.jit.save(traced, str(ts_path))
+    _check_parity(role, module, onnx_path, ts_path, golden, out_names)
+
+    with torch.no_grad():
+        outs = module(example)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    ins = [TensorSpec(name=in_names[0], shape=["batch", example.shape[1]])]
+    outs_spec = [TensorSpec(name=n, shape=["batch", o.shape[1]]) for n, o in zip(out_names, outs)]
+    return {
+        fmt: GraphSpec(file=p.name, format=fmt, sha256=sha256_file(p), inputs=ins, outputs=outs_spec)
+        for fmt, p in (("onnx", onnx_path), ("torchscript", ts_path))
+    }
+
+
+def onnx_session(path: Path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _check_parity(role, module, onnx_path, ts_path, golden, out_names) -> None:
+    session = onnx_session(onnx_path)
+    scripted = torch.jit.load(str(ts_path))
+    for batch, x in golden.items():
+        with torch.no_grad():
+            eager = module(torch.from_numpy(x))
+            script = scripted(torch.from_numpy(x))
+        eager = eager if isinstance(eager, tuple) else (eager,)
+        script = script if isinstance(script, tuple) else (script,)
+        onnx_out = session.run(out_names, {session.get_inputs()[0].name: x})
+        for name, e, s, o in zip(out_names, eager, script, onnx_out):
+            for fmt, got in (("onnx", o), ("torchscript", s.numpy())):
+                diff = float(np.max(np.abs(got - e.numpy())))
+                if got.shape != tuple(e.shape) or not diff <= PARITY_TOLERANCE:
+                    raise ExportError(
+                        f"{role} {fmt} output {name!r} differs from eager PyTorch at batch size {batch}: "
+                        f"max |diff| = {diff:.3g} > {PARITY_TOLERANCE}"
+                    )
+
+
+def _calibration_scores(cfg: TrainConfig, graphs: dict, folder: Path, x_val: np.ndarray) -> np.ndarray:
+    """Each held-out row's anomaly score, computed from the exported ONNX graphs (as the service does)."""
+    def run(role: str, x: np.ndarray) -> list[np.ndarray]:
+        spec = graphs[role]["onnx"]
+        return onnx_session(folder / spec.file).run([o.name for o in spec.outputs], {spec.inputs[0].name: x})
+
+    if cfg.kind == "gan":
+        return scoring.gan_score(run("discriminator", x_val)[0])
+    if cfg.kind == "vae":
+        mu, logvar = run("encoder", x_val)
+        x_hat = run("decoder", mu)[0]
+        return scoring.vae_score(x_val, x_hat, mu, logvar, cfg.likelihood)[0]
+    z = run("encoder", x_val)[0]
+    return scoring.ae_score(x_val, run("decoder", z)[0], cfg.reconstruction)[0]
+
+
+def _library_versions() -> dict[str, str]:
+    import sklearn
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def _publish(tmp: Path, parent: Path, fields: dict) -> Path:
+    """Write the manifest last, then rename into the next free version (retrying if one appears)."""
+    for _ in range(100):
+        version = max(list_versions(parent.parent, parent.name), default=0) + 1
+        # also skip version folders that exist without a manifest (never overwrite anything)
+        while (parent / str(version)).exists():
+            version += 1
+        Manifest(version=version, **fields).write(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the service may run as another user
+        try:
+            os.rename(tmp, parent / str(version))  # atomic; fails if the target appeared meanwhile
+        except OSError:
+            continue
+        return parent / str(version)
+    raise ExportError(f"could not find a free version folder under {parent}")

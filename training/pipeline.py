@@ -1,0 +1,121 @@
+"""One training run end to end: data → preprocessing → fit → metrics and plots → checkpoint → export.
+
+Everything that can be refused (options, data) is checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from service import scoring
+from training import data as data_mod
+from training import plots
+from training.config import ConfigError, TrainConfig
+from training.export import export_checkpoint
+from training.train import Fit, fit
+
+log = logging.getLogger("latentserve.training")
+
+
+@dataclass
+class RunResult:
+    artifact: Path  # <models>/<name>/<version>
+    run_dir: Path
+    metrics: dict
+
+
+def prepare(cfg: TrainConfig):
+    """Load and check the data, resolve the config, split and scale: returns (cfg, ds, prep, x_train, x_val)."""
+    cfg.check()
+    ds = data_mod.load(cfg.data)
+    cfg = cfg.resolve(ds.x.shape[1], ds.is_image)
+    x_train_raw, x_val_raw = data_mod.split(ds.x, cfg.val_fraction, cfg.seed)
+    if len(x_train_raw) < cfg.batch_size:
+        raise data_mod.DataError(
+            f"{ds.source}: {len(x_train_raw)} training rows after the validation split, fewer than one "
+            f"batch of {cfg.batch_size}: supply more rows or a smaller --batch-size"
+        )
+    if cfg.unit_range and cfg.scaling in ("standard",):
+        raise ConfigError("binary cross-entropy / Bernoulli need --scaling minmax (or auto), not standard")
+    prep = data_mod.fit_preprocessing(ds, x_train_raw, cfg.scaling, cfg.allow_constant)
+    x_train = scoring.to_model_space(x_train_raw, prep)
+    x_val = scoring.to_model_space(x_val_raw, prep)
+    if cfg.unit_range:
+        data_mod.check_unit_range(x_train, ds.source)
+    return cfg, ds, prep, x_train, x_val
+
+
+def run(cfg: TrainConfig, progress: bool = True) -> RunResult:
+    cfg, ds, prep, x_train, x_val = prepare(cfg)
+    log.info("training %s", json.dumps(cfg.to_dict()))
+    result = fit(cfg, x_train, x_val, progress=progress)
+    metrics = evaluate(cfg, result, x_train, x_val)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    run_dir = Path(cfg.runs) / f"{cfg.name}-{stamp}-seed{cfg.seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = checkpoint(cfg, ds, prep, result, x_train, x_val, metrics)
+    torch.save(ckpt, run_dir / "checkpoint.pt")
+    (run_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "history": result.history}, indent=2))
+    plots.save_all(run_dir, cfg, ds, result, x_val, prep)
+    artifact = export_checkpoint(ckpt, Path(cfg.models))
+    return RunResult(artifact, run_dir, metrics)
+
+
+@torch.no_grad()
+def evaluate(cfg: TrainConfig, result: Fit, x_train: np.ndarray, x_val: np.ndarray) -> dict:
+    """Final metrics, each beside the baseline it should beat."""
+    model = result.model.cpu().eval()
+    xv = torch.from_numpy(x_val)
+    metrics: dict = {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
+                     "stopped_early": result.stopped_early, "train_rows": len(x_train), "val_rows": len(x_val)}
+    metrics.update({k: v for k, v in result.history[-1].items() if k != "epoch"})
+    if cfg.kind == "gan":
+        samples = model.generator(torch.randn(len(x_val), cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed))).numpy()
+        rng = np.random.default_rng(cfg.seed)
+        noise = rng.uniform(x_train.min(axis=0), x_train.max(axis=0), size=samples.shape).astype(np.float32)
+        metrics["sample_nn_distance"] = nn_distance(samples, x_val)
+        metrics["uniform_noise_nn_distance"] = nn_distance(noise, x_val)
+        return metrics
+    out = model.encoder(xv)
+    z = out[0] if isinstance(out, tuple) else out  # the vae reconstructs from mu
+    x_hat = model.decoder(z).numpy()
+    metrics["val_reconstruction_mse"] = float(np.mean((x_hat - x_val) ** 2))
+    metrics["mean_predictor_mse"] = float(np.mean((x_train.mean(axis=0) - x_val) ** 2))
+    return metrics
+
+
+def nn_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean Euclidean distance from each row of `a` to its nearest row of `b`."""
+    d2 = (a**2).sum(1)[:, None] - 2 * a @ b.T + (b**2).sum(1)[None, :]
+    return float(np.sqrt(np.maximum(d2.min(axis=1), 0)).mean())
+
+
+def checkpoint(cfg, ds, prep, result: Fit, x_train, x_val, metrics) -> dict:
+    """A self-describing checkpoint (loadable with torch.load(weights_only=True))."""
+    prior = None
+    if cfg.kind in ("ae", "rae"):
+        with torch.no_grad():
+            z = result.model.encoder(torch.from_numpy(x_train)).double()  # (N, L)
+        cov = torch.atleast_2d(torch.cov(z.T)) + 1e-6 * torch.eye(z.shape[1], dtype=torch.float64)
+        prior = {"mean": z.mean(0).tolist(), "cholesky": torch.linalg.cholesky(cov).tolist()}
+    return {
+        "format": "latentserve-checkpoint-1",
+        "config": cfg.to_dict(),
+        "state_dict": {k: v.cpu() for k, v in result.model.state_dict().items()},
+        "n_features": int(x_train.shape[1]),
+        "feature_names": ds.feature_names,
+        "image_shape": list(ds.image_shape) if ds.image_shape else None,
+        "preprocessing": prep.model_dump(),
+        "x_val": torch.from_numpy(x_val),
+        "latent_prior": prior,
+        "metrics": metrics,
+        "data": {"source": ds.source, "rows": int(ds.x.shape[0]), "features": int(ds.x.shape[1]),
+                 "train_rows": int(len(x_train)), "val_rows": int(len(x_val))},
+    }
