@@ -59,7 +59,8 @@ def load_checkpoint(path: Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ExportError(f"cannot read checkpoint {path}: {e}") from e
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ExportError(f"cannot read checkpoint {path}: {first_line}") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != "latentserve-checkpoint-1":
         raise ExportError(f"{path} is not a latentserve checkpoint")
     return ckpt
