@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     # Imported here so that `--help` and argument errors answer without loading torch.
-    from training.data import DataError
     from training.config import ConfigError
+    from training.data import DataError
     from training.export import ExportError
 
     try:
