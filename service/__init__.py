@@ -1,0 +1,1 @@
+"""latentserve's online half: a FastAPI service over exported ONNX / TorchScript graphs."""

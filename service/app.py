@@ -1,0 +1,69 @@
+"""Application wiring: settings -> backend -> repository -> FastAPI app. No logic of its own."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from service import handlers
+from service.backends import Backend
+from service.middleware import BodyLimit, Metrics
+from service.repository import ModelRepository
+from service.routes import router
+from service.settings import Settings
+
+DESCRIPTION = """\
+Serves autoencoders (ae), regularised autoencoders (rae), variational autoencoders (vae)
+and GANs trained offline by `latentserve train`. Clients send and receive raw feature
+values; each model's preprocessing is applied inside the service.
+
+Errors always have the body `{"error": "..."}`: 422 invalid input, 404 unknown model or
+version, 400 an endpoint the model's kind cannot serve, 413 body too large, 503 model not
+ready (with Retry-After) or refused at load.
+"""
+
+
+def _version() -> str:
+    try:
+        return version("latentserve")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def create_app(settings: Settings, repository: ModelRepository | None = None) -> FastAPI:
+    """Build the app; models load in the background after start-up unless `repository` is loaded.
+
+    Raises StartupError when the backend cannot run as asked (e.g. CUDA requested, not there).
+    """
+    if repository is None:
+        backend = Backend(settings.runtime, settings.device, settings.threads)
+        backend.check()
+        repository = ModelRepository(settings.models, backend, settings.max_rows)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Load in a thread so that /healthz answers and /readyz says "loading" meanwhile.
+        if not repository.loaded:
+            threading.Thread(target=repository.load_all, name="model-loader", daemon=True).start()
+        yield
+
+    app = FastAPI(
+        title="latentserve",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=handlers.FastJSONResponse,
+    )
+    app.state.settings = settings
+    app.state.repository = repository
+    app.state.metrics = CollectorRegistry()  # one per app: tests build many apps in one process
+    handlers.install(app)
+    app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Metrics, registry=app.state.metrics)  # added last = outermost: counts 413s too
+    return app

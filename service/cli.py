@@ -1,0 +1,100 @@
+"""`latentserve`: `serve` runs the HTTP service; `train` and `export` belong to the offline half.
+
+`train`/`export` import `training.cli` only when used, so that `serve` runs from an
+install without torch. Settings come from LATENTSERVE_* variables; flags override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pydantic import ValidationError
+
+TRAINING_COMMANDS = ("train", "export")
+USAGE = """\
+usage: latentserve serve [--models DIR] [--host H] [--port P] [--runtime onnx|torchscript] [--device cpu|cuda]
+       latentserve train KIND --data SOURCE --name NAME [...]   (see latentserve train --help)
+       latentserve export CHECKPOINT [...]                      (see latentserve export --help)"""
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="latentserve serve",
+        description="Serve every model in the repository over HTTP. Each flag overrides its "
+        "LATENTSERVE_* environment variable (e.g. --port and LATENTSERVE_PORT).",
+    )
+    p.add_argument("--models", help="model repository folder (default ./model_repository)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 to expose)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--runtime", choices=["onnx", "torchscript"], help="graph runtime (default onnx)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="device (default cpu)")
+    p.add_argument("--threads", type=int, help="intra-op threads per graph (default 1)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    return p
+
+
+def serve(argv: list[str]) -> int:
+    args = _serve_parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    from service.errors import StartupError
+    from service.settings import Settings
+
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as e:
+        for err in e.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            print(f"latentserve serve: invalid setting {field}: {err['msg']}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import uvicorn
+
+    from service.app import create_app
+
+    try:
+        app = create_app(settings)
+    except StartupError as e:
+        print(f"latentserve serve: cannot start: {e}", file=sys.stderr)
+        return 2
+    if not app.state.repository.models:
+        print(
+            f"latentserve serve: no models in {settings.models}; train one first, e.g. "
+            f"latentserve train ae --data digits --name digits-ae --models {settings.models}",
+            file=sys.stderr,
+        )
+        return 2
+    logging.getLogger(__name__).info(
+        "serving %s on http://%s:%s (%s on %s)",
+        settings.models,
+        settings.host,
+        settings.port,
+        settings.runtime,
+        settings.device,
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "serve":
+        return serve(rest)
+    if command in TRAINING_COMMANDS:
+        try:
+            from training.cli import main as training_main
+        except ImportError as e:
+            print(f"latentserve {command} needs the training dependencies (torch): {e}", file=sys.stderr)
+            return 2
+        return training_main(argv)
+    print(f"latentserve: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

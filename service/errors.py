@@ -1,0 +1,64 @@
+"""One error hierarchy for the service: each class carries its HTTP status code.
+
+The runtime raises these (it knows nothing of HTTP beyond the number); `app.py` turns
+every one of them into a `{"error": "..."}` body. Messages name what was expected and
+what was received, so that a client can fix its request without reading the code.
+
+Status codes (documented in the README and in the OpenAPI responses):
+- 422 `InvalidInput`: the body is not JSON, or its content is wrong (shape, type, value).
+- 404 `ModelNotFound`: unknown model name or version; the message lists what is available.
+- 400 `NotSupported`: a well-formed request that this model's kind cannot serve.
+- 413 `PayloadTooLarge`: the body is over the configured limit, which the message states.
+- 503 `ModelNotReady` (with `Retry-After`): the model is still loading.
+- 503 `ModelFailed`: the model was refused at load (bad hash, bad manifest); restarting
+  with a fixed artifact is the remedy, so no `Retry-After`.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class: `status` is the HTTP status code, `headers` any extra response headers."""
+
+    status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidInput(ServiceError):
+    status = 422
+
+
+class ModelNotFound(ServiceError):
+    status = 404
+
+
+class NotSupported(ServiceError):
+    status = 400
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+
+
+class ModelNotReady(ServiceError):
+    status = 503
+    retry_after_s = 1
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class ModelFailed(ServiceError):
+    status = 503
+
+
+class StartupError(Exception):
+    """The service cannot start at all (bad settings, missing backend, CUDA not available)."""

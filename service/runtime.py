@@ -1,0 +1,269 @@
+"""The runtime: one `ModelRuntime` per (name, version), NumPy arrays in and out, no HTTP.
+
+Clients speak raw feature units; the graphs work in model space. Every method here maps
+raw inputs with `to_model_space`, runs the graphs, and maps outputs back with
+`to_raw_space`; the scores come from `service.scoring`, shared with the export's
+calibration so that a served score and its percentile mean the same thing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import ValidationError
+
+from service.backends import Backend, Graph
+from service.errors import InvalidInput, NotSupported
+from service.scoring import ae_score, gan_score, percentiles, to_model_space, to_raw_space, vae_score
+from training.manifest import KIND_GRAPHS, Manifest
+
+log = logging.getLogger(__name__)
+
+State = Literal["loading", "ready", "failed"]
+Rows = np.ndarray | Sequence[Sequence[float]]
+
+
+@dataclass(frozen=True)
+class AnomalyScores:
+    scores: np.ndarray  # (B,) higher = more anomalous
+    percentiles: np.ndarray  # (B,) 0-100, rank among the calibration rows
+    is_anomaly: np.ndarray  # (B,) bool, score > threshold
+    threshold: float
+    contributions: np.ndarray | None  # (B, F) per-feature terms in model space, when explained
+
+
+def as_matrix(values: Rows, width: int, what: str, max_rows: int, unit: str = "values") -> np.ndarray:
+    """Check and convert rows to a (B, width) float32 array; errors name the offending row/cell."""
+    n = len(values)
+    if n == 0:
+        raise InvalidInput(f"{what} is empty: expected at least one row of {width} {unit}")
+    if n > max_rows:
+        raise InvalidInput(f"{what} has {n} rows, the limit is {max_rows} rows per request")
+    try:
+        with np.errstate(over="ignore"):  # out-of-range values become inf, reported below
+            x = np.asarray(values, dtype=np.float32)
+    except (ValueError, TypeError):
+        x = None
+    if x is None or x.ndim != 2 or x.shape[1] != width:
+        for i, row in enumerate(values):
+            size = len(row) if isinstance(row, (Sequence, np.ndarray)) and not isinstance(row, str) else None
+            if size != width:
+                got = f"{size} {unit}" if size is not None else f"a {type(row).__name__}"
+                raise InvalidInput(f"row {i} of {what} has {got}, expected {width} {unit}")
+        raise InvalidInput(f"{what} must be a list of rows of {width} numbers")
+    if not np.isfinite(x).all():
+        i, j = (int(k) for k in np.argwhere(~np.isfinite(x))[0])
+        got = values[i][j]
+        raise InvalidInput(f"{what}[{i}][{j}] is not a finite float32 number (got {got!r})")
+    return x
+
+
+class ModelRuntime:
+    """One artifact folder: `load()` verifies, opens and warms its graphs; then it answers."""
+
+    def __init__(self, folder: Path, backend: Backend, max_rows: int = 10_000) -> None:
+        self.folder = Path(folder)
+        self.name = self.folder.parent.name
+        self.version = int(self.folder.name)
+        self.backend = backend
+        self.max_rows = max_rows
+        self.state: State = "loading"
+        self.reason: str | None = None  # why it failed, when it did
+        self.manifest: Manifest | None = None
+        self._graphs: dict[str, Graph] = {}
+
+    # ----- lifecycle -------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load and warm up, or record why not (state "failed", `reason`); never raises."""
+        start = time.perf_counter()
+        try:
+            self.manifest = self._read_manifest()
+            self._verify_hashes()
+            for role in KIND_GRAPHS[self.manifest.kind]:
+                spec = self.manifest.graph(role, self.backend.runtime)
+                self._graphs[role] = self.backend.open(self.folder / spec.file, spec)
+            self._warm_up()
+        except Exception as e:  # any broken artifact: refuse this model, keep the others
+            self.state, self.reason = "failed", str(e) or type(e).__name__
+            self._graphs = {}
+            log.error("REFUSED model %s version %s (%s): %s", self.name, self.version, self.folder, self.reason)
+            return
+        self.state = "ready"
+        log.info(
+            "loaded model %s version %s (%s, %s on %s) in %.0f ms",
+            self.name,
+            self.version,
+            self.manifest.kind,
+            self.backend.runtime,
+            self.provider,
+            1000 * (time.perf_counter() - start),
+        )
+
+    def _read_manifest(self) -> Manifest:
+        try:
+            manifest = Manifest.read(self.folder)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "manifest"
+            raise ValueError(f"manifest.json is invalid: {where}: {first['msg']}") from None
+        if (manifest.name, manifest.version) != (self.name, self.version):
+            raise ValueError(
+                f"manifest.json describes {manifest.name} version {manifest.version}, "
+                f"but sits in the folder of {self.name} version {self.version}"
+            )
+        return manifest
+
+    def _verify_hashes(self) -> None:
+        """The served format must be present and intact; other formats, when present, too."""
+        assert self.manifest is not None
+        served = self.backend.runtime
+        for role in KIND_GRAPHS[self.manifest.kind]:
+            if served not in self.manifest.graphs.get(role, {}):  # type: ignore[call-overload]
+                raise ValueError(f"the manifest has no {served} {role} graph")
+        others = tuple(
+            fmt
+            for fmt in ("onnx", "torchscript")
+            if fmt != served
+            and all((self.folder / s[fmt].file).is_file() for s in self.manifest.graphs.values() if fmt in s)
+        )
+        self.manifest.verify_files(self.folder, (served, *others))
+
+    def _warm_up(self) -> None:
+        """Run every graph at two batch sizes and check the output widths against the manifest."""
+        m = self.manifest
+        assert m is not None
+        widths = {
+            "encoder": m.n_features,
+            "discriminator": m.n_features,
+            "decoder": m.latent_dim,
+            "generator": m.latent_dim,
+        }
+        for role, graph in self._graphs.items():
+            spec = m.graph(role, self.backend.runtime)
+            for batch in (1, 7):
+                outs = graph(np.zeros((batch, widths[role]), np.float32))
+                if len(outs) != len(spec.outputs):
+                    raise ValueError(f"{spec.file} has {len(outs)} outputs, the manifest says {len(spec.outputs)}")
+                for out, t in zip(outs, spec.outputs, strict=True):
+                    want = [batch if d == "batch" else d for d in t.shape]
+                    if list(out.shape) != want:
+                        raise ValueError(
+                            f"{spec.file} output {t.name} has shape {list(out.shape)}, the manifest says {want}"
+                        )
+
+    @property
+    def provider(self) -> str:
+        return next(iter(self._graphs.values())).provider if self._graphs else ""
+
+    # ----- endpoints -------------------------------------------------------------------------
+    def encode(self, x: Rows) -> dict[str, np.ndarray]:
+        """Raw rows (B, F) -> {"latents": (B, L)}; a vae adds "mu" and "logvar" (latents = mu)."""
+        m = self._require("encode")
+        xm = self._model_space(x)
+        if m.kind == "vae":
+            mu, logvar = self._graphs["encoder"](xm)
+            return {"latents": mu, "mu": mu, "logvar": logvar}
+        return {"latents": self._graphs["encoder"](xm)[0]}
+
+    def reconstruct(self, x: Rows) -> np.ndarray:
+        """Raw rows (B, F) -> reconstructions (B, F) in the same raw units."""
+        m = self._require("reconstruct")
+        x_hat, *_ = self._reconstruct_model_space(self._model_space(x))
+        return to_raw_space(x_hat, m.preprocessing)
+
+    def sample(
+        self,
+        n: int | None = None,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        latents: Rows | None = None,
+    ) -> np.ndarray:
+        """Decode `latents`, or n draws: N(0, T²I) for vae/gan, the fitted latent Gaussian for ae/rae."""
+        m = self._require("sample")
+        if latents is not None:
+            z = as_matrix(latents, m.latent_dim, "latents", self.max_rows)
+            if n is not None and n != len(z):
+                raise InvalidInput(f"n is {n} but latents has {len(z)} rows; give one or make them agree")
+        else:
+            z = self.draw_latents(n, seed, temperature)
+        role = "generator" if m.kind == "gan" else "decoder"
+        x_hat = self._graphs[role](z)[0]
+        return to_raw_space(x_hat, m.preprocessing)
+
+    def draw_latents(self, n: int | None, seed: int | None, temperature: float = 1.0) -> np.ndarray:
+        m = self._require("sample")
+        if n is None:
+            raise InvalidInput("n is required when no latents are given: how many samples to draw")
+        if not 1 <= n <= self.max_rows:
+            raise InvalidInput(f"n must be between 1 and {self.max_rows}, got {n}")
+        if not (np.isfinite(temperature) and temperature >= 0):
+            raise InvalidInput(f"temperature must be a finite number >= 0, got {temperature}")
+        # NumPy's generator, not torch's: both backends must draw the same z from one seed.
+        eps = np.random.default_rng(seed).standard_normal((n, m.latent_dim))  # (n, L)
+        if m.kind in ("vae", "gan"):
+            z = temperature * eps
+        elif m.latent_prior is None:
+            raise NotSupported(f"model {self.name!r} has no latent prior in its manifest: pass latents to decode")
+        else:
+            mean = np.asarray(m.latent_prior.mean)
+            chol = np.asarray(m.latent_prior.cholesky)  # (L, L) lower-triangular
+            z = mean + temperature * eps @ chol.T
+        return z.astype(np.float32)
+
+    def anomaly_score(self, x: Rows, explain: bool = False) -> AnomalyScores:
+        """Per-row anomaly scores, their calibration percentiles and the threshold decision."""
+        m = self._require("anomaly-score")
+        if explain and m.kind == "gan":
+            raise NotSupported(
+                f"model {self.name!r} is a gan: its score comes from the discriminator and has no "
+                f"per-feature contributions; explain works for ae, rae and vae models"
+            )
+        xm = self._model_space(x)
+        contributions = None
+        if m.kind == "gan":
+            logit, _prob = self._graphs["discriminator"](xm)
+            scores = gan_score(logit)
+        elif m.kind == "vae":
+            x_hat, mu, logvar = self._reconstruct_model_space(xm)
+            scores, contributions = vae_score(xm, x_hat, mu, logvar, m.likelihood)
+        else:
+            x_hat, *_ = self._reconstruct_model_space(xm)
+            scores, contributions = ae_score(xm, x_hat, m.likelihood)
+        threshold = m.calibration.threshold
+        return AnomalyScores(
+            scores=scores,
+            percentiles=percentiles(scores, m.calibration),
+            is_anomaly=scores > threshold,
+            threshold=threshold,
+            contributions=contributions if explain else None,
+        )
+
+    # ----- helpers ---------------------------------------------------------------------------
+    def _require(self, capability: str) -> Manifest:
+        m = self.manifest
+        if m is None or self.state != "ready":
+            raise RuntimeError(f"model {self.name} version {self.version} is {self.state}, not ready")
+        if capability not in m.capabilities:
+            raise NotSupported(
+                f"model {self.name!r} is a {m.kind}, which supports {', '.join(m.capabilities)}; not {capability}"
+            )
+        return m
+
+    def _model_space(self, x: Rows) -> np.ndarray:
+        m = self.manifest
+        assert m is not None
+        return to_model_space(as_matrix(x, m.n_features, "inputs", self.max_rows, "features"), m.preprocessing)
+
+    def _reconstruct_model_space(self, xm: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(x_hat,) for ae/rae; (x_hat, mu, logvar) for vae, decoding the posterior mean."""
+        if self.manifest is not None and self.manifest.kind == "vae":
+            mu, logvar = self._graphs["encoder"](xm)
+            return self._graphs["decoder"](mu)[0], mu, logvar
+        z = self._graphs["encoder"](xm)[0]
+        return (self._graphs["decoder"](z)[0],)
