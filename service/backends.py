@@ -79,7 +79,7 @@ class TorchScriptGraph:
         outs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
         if len(outs) != self.n_outputs:
             raise ValueError(f"graph returned {len(outs)} outputs, the manifest says {self.n_outputs}")
-        return tuple(t.detach().cpu().numpy() for t in outs)
+        return tuple(np.ascontiguousarray(t.detach().cpu().numpy()) for t in outs)
 
 
 class Backend:

@@ -29,7 +29,14 @@ class FastJSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.dumps(content, default=_numpy_fallback, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _numpy_fallback(value: Any) -> Any:
+    # orjson writes only C-contiguous arrays itself (a graph output can be a strided view).
+    if isinstance(value, np.ndarray):
+        return np.ascontiguousarray(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> FastJSONResponse:
@@ -54,10 +61,10 @@ def _describe(e: dict[str, Any]) -> str:
     if kind == "json_invalid":
         return f"the body is not valid JSON: {ctx.get('error', e.get('msg'))} at character {loc[0] if loc else '?'}"
     if not loc and kind in ("missing", "model_attributes_type", "dict_type"):
-        return (
-            "the body must be a JSON object sent with Content-Type: application/json, "
-            f"got {'nothing' if kind == 'missing' else got}"
-        )
+        sent = "nothing" if kind == "missing" else "a body that is not a JSON object"
+        if isinstance(e.get("input"), (bytes, bytearray)):
+            sent = "a body without a JSON Content-Type"
+        return f"the body must be a JSON object sent with Content-Type: application/json; got {sent}"
     if kind == "missing":
         return f"{where} is required"
     if kind == "extra_forbidden":

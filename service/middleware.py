@@ -78,8 +78,9 @@ class Metrics:
     clients send.
     """
 
-    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry, paths: frozenset[str] = frozenset()) -> None:
         self.app = app
+        self.paths = paths  # fixed route paths: a 413 answered before routing still names its endpoint
         labels = ["endpoint", "model", "status"]
         self.requests = Counter("latentserve_requests", "HTTP requests served.", labels, registry=registry)
         self.latency = Histogram(
@@ -107,7 +108,7 @@ class Metrics:
             await self.app(scope, receive, send_and_record)
         finally:
             route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
+            endpoint = getattr(route, "path", None) or (scope["path"] if scope["path"] in self.paths else "unmatched")
             model = scope.get("state", {}).get("model", "")
             labels = (endpoint, model, str(status))
             self.requests.labels(*labels).inc()
