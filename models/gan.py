@@ -11,12 +11,13 @@ from models.networks import Discriminator, Generator
 
 class GAN(nn.Module):
     def __init__(
-        self, n_features: int, hidden: list[int], latent_dim: int, activation: str, output: str
+        self, n_features: int, hidden: list[int], latent_dim: int, activation: str, output: str,
+        spectral_norm: bool = True,
     ):
         super().__init__()
         self.latent_dim = latent_dim
         self.generator = Generator(latent_dim, hidden[::-1], n_features, activation, output)
-        self.discriminator = Discriminator(n_features, hidden, activation)
+        self.discriminator = Discriminator(n_features, hidden, activation, spectral_norm)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z)  # (B, F)

@@ -28,7 +28,7 @@ def _eager(run):
     cfg = TrainConfig.from_dict(ckpt["config"])
     model = build_model(cfg, ckpt["n_features"])
     model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), ckpt
+    return model.eval(), ckpt  # parametrised (spectral-norm) weights left in place: eager eval as trained
 
 
 @pytest.mark.parametrize("kind", ["ae", "rae", "vae", "gan"])

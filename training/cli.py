@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest = opt.replace("-", "_")
         t.add_argument(f"--{opt}", type=typ, default=defaults[dest], help=help_)
     t.add_argument("--hidden", type=_hidden, default=None, help="hidden sizes, e.g. 128,64 (default: from the feature count)")
+    t.add_argument("--no-spectral-norm", dest="spectral_norm", action="store_false",
+                   help="gan: train D without spectral normalisation")
     t.add_argument("--allow-constant", action="store_true", help="keep zero-variance columns instead of refusing")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 

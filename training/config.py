@@ -40,6 +40,7 @@ class TrainConfig:
     lam: float = 1e-5  # rae: λ of λ·Ω(W); Ω sums over all weights, so λ is small
     likelihood: str | None = None  # vae: gaussian | bernoulli; None: bernoulli for image data
     beta: float = 1.0  # vae: weight of the KL term (1 = the ELBO)
+    spectral_norm: bool = True  # gan: spectral normalisation of D's layers (see models/networks.py)
     allow_constant: bool = False  # keep zero-variance columns (scale 1) instead of refusing
     extra: dict[str, Any] = field(default_factory=dict)
 

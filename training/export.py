@@ -19,6 +19,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from models.networks import bake_parametrizations
 from service import scoring
 from training.config import TrainConfig
 from training.manifest import (
@@ -72,7 +73,7 @@ def export_checkpoint(ckpt: dict, models_dir: Path, name: str | None = None) -> 
     name = name or cfg.name
     model = build_model(cfg, ckpt["n_features"])
     model.load_state_dict(ckpt["state_dict"])
-    model.eval()
+    bake_parametrizations(model)
     x_val = ckpt["x_val"].numpy().astype(np.float32)  # (N, F) model space
     parent = Path(models_dir) / name
     parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,9 @@ def build_model(cfg: TrainConfig, n_features: int) -> nn.Module:
         "ae": lambda: ae.Autoencoder(n_features, hidden, cfg.latent_dim, cfg.activation, cfg.output_activation),
         "rae": lambda: ae.Autoencoder(n_features, hidden, cfg.latent_dim, cfg.activation, cfg.output_activation),
         "vae": lambda: vae.VAE(n_features, hidden, cfg.latent_dim, cfg.activation, cfg.likelihood),
-        "gan": lambda: gan.GAN(n_features, hidden, cfg.latent_dim, cfg.activation, cfg.output_activation),
+        "gan": lambda: gan.GAN(
+            n_features, hidden, cfg.latent_dim, cfg.activation, cfg.output_activation, cfg.spectral_norm
+        ),
     }
     return builders[cfg.kind]()
 
