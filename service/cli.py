@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from pydantic import ValidationError
@@ -73,6 +74,9 @@ def serve(argv: list[str]) -> int:
         settings.runtime,
         settings.device,
     )
+    # uvicorn drains and shuts down on SIGTERM, then re-raises the signal to the handler found at
+    # start; make that handler a clean exit, so that a stop asked for is status 0, not -15.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
     return 0
 

@@ -43,15 +43,15 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return FastJSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def describe_validation(errors: list[dict[str, Any]]) -> str:
+def describe_validation(errors: list[dict[str, Any]], body: Any = None) -> str:
     """One readable sentence per problem, e.g. 'row 2 ... ', joined; at most MAX_REPORTED listed."""
-    parts = [_describe(e) for e in errors[:MAX_REPORTED]]
+    parts = [_describe(e, body) for e in errors[:MAX_REPORTED]]
     if len(errors) > MAX_REPORTED:
         parts.append(f"and {len(errors) - MAX_REPORTED} more problems")
     return "; ".join(parts)
 
 
-def _describe(e: dict[str, Any]) -> str:
+def _describe(e: dict[str, Any], body: Any = None) -> str:
     loc = list(e.get("loc", ()))
     if loc and loc[0] == "body":
         loc = loc[1:]
@@ -59,7 +59,10 @@ def _describe(e: dict[str, Any]) -> str:
     where = _where(loc)
     got = _got(e.get("input"))
     if kind == "json_invalid":
-        return f"the body is not valid JSON: {ctx.get('error', e.get('msg'))} at character {loc[0] if loc else '?'}"
+        pos = loc[0] if loc and isinstance(loc[0], int) else None
+        if isinstance(body, str) and pos is not None and body[pos : pos + 4].lstrip("-")[:3] in ("NaN", "Inf"):
+            return f"the body is not valid JSON: NaN and Infinity at character {pos} are not JSON numbers"
+        return f"the body is not valid JSON: {ctx.get('error', e.get('msg'))} at character {pos}"
     if not loc and kind in ("missing", "model_attributes_type", "dict_type"):
         sent = "nothing" if kind == "missing" else "a body that is not a JSON object"
         if isinstance(e.get("input"), (bytes, bytearray)):
@@ -105,7 +108,7 @@ async def _service_error(request: Request, exc: Exception) -> Response:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return error_response(422, describe_validation(list(exc.errors())))
+    return error_response(422, describe_validation(list(exc.errors()), exc.body))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -113,6 +116,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     message = str(exc.detail)
     if exc.status_code == 404 and message == "Not Found":
         message = f"no endpoint at {request.url.path}; the endpoints are listed at /docs"
+    elif exc.status_code == 400 and message == "There was an error parsing the body":
+        message = "the body could not be read as JSON"
     elif exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow", "")
         message = f"{request.method} is not allowed on {request.url.path}; use {allowed or 'another method'}"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Body, Depends, Request
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
@@ -46,7 +49,28 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorResponse, "description": "Model loading (Retry-After) or refused at load."},
 }
 
-router = APIRouter()
+
+class OrjsonRequest(Request):
+    """Request bodies parsed by orjson: several times faster than the json module on long number
+    lists, strict JSON (no NaN), a depth limit; its errors still reach FastAPI's validation path."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = orjson.loads(await self.body())
+        return self._json
+
+
+class OrjsonRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def orjson_handler(request: Request) -> Response:
+            return await handler(OrjsonRequest(request.scope, request.receive))
+
+        return orjson_handler
+
+
+router = APIRouter(route_class=OrjsonRoute)
 
 
 def _use(request: Request, repository: ModelRepository, body: ModelRequest) -> ModelRuntime:

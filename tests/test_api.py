@@ -310,11 +310,13 @@ async def test_errors_name_what_was_expected_and_received(client, path, body, st
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b'{"model": "digits-ae", "inputs": [[NaN]]}', "inputs[0][0] is not a finite number (got NaN)"),
-        (b'{"model": "digits-ae", "inputs": [[Infinity]]}', "inputs[0][0] is not a finite number (got Infinity)"),
-        (b'{"model": "digits-ae", "inputs": [[1,', "the body is not valid JSON"),
+        (b'{"model": "digits-ae", "inputs": [[NaN]]}', "NaN and Infinity at character 35 are not JSON numbers"),
+        (b'{"model": "digits-ae", "inputs": [[-Infinity]]}', "NaN and Infinity at character 36 are not JSON numbers"),
+        (b'{"model": "digits-ae", "inputs": [[1,', "the body is not valid JSON: unexpected end of data"),
+        (b'{"model": "digits-ae", "inputs": [[1e999]]}', "number is infinity when parsed as double"),
+        (b"[" * 2000, "the body is not valid JSON: depth limit exceeded"),
     ],
-    ids=["nan", "infinity", "truncated"],
+    ids=["nan", "infinity", "truncated", "overflow", "too-deep"],
 )
 async def test_raw_bodies_that_are_not_clean_json_are_422(client, content, message):
     r = await client.post("/encode", content=content, headers={"content-type": "application/json"})
