@@ -65,6 +65,6 @@ def create_app(settings: Settings, repository: ModelRepository | None = None) ->
     handlers.install(app)
     app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    paths = frozenset(getattr(r, "path", "") for r in app.routes)
+    paths = frozenset(getattr(r, "path", "") for r in router.routes)
     app.add_middleware(Metrics, registry=app.state.metrics, paths=paths)  # added last = outermost: counts 413s too
     return app

@@ -32,6 +32,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", choices=["onnx", "torchscript"], help="graph runtime (default onnx)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="device (default cpu)")
     p.add_argument("--threads", type=int, help="intra-op threads per graph (default 1)")
+    p.add_argument("--max-rows", type=int, help="rows per request (default 10000)")
+    p.add_argument("--max-body-bytes", type=int, help="request body size limit (default 16 MiB)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     return p
 
@@ -47,7 +49,8 @@ def serve(argv: list[str]) -> int:
     except ValidationError as e:
         for err in e.errors():
             field = ".".join(str(p) for p in err["loc"])
-            print(f"latentserve serve: invalid setting {field}: {err['msg']}", file=sys.stderr)
+            where = f"--{field.replace('_', '-')} / LATENTSERVE_{field.upper()}"
+            print(f"latentserve serve: invalid setting {field} ({where}): {err['msg']}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn

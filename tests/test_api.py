@@ -338,6 +338,15 @@ async def test_a_body_over_the_limit_is_413_stating_the_limit(models_dir, onnx_r
     assert "the limit is 2048 bytes" in r.json()["error"]
 
 
+async def test_a_body_over_the_limit_is_counted_under_its_endpoint(models_dir, onnx_repository):
+    app = create_app(Settings(models=models_dir, max_body_bytes=2048), onnx_repository)
+    async with client_for(app) as c:
+        await c.post("/encode", json={"model": "digits-ae", "inputs": [ROW] * 20})
+        r = await c.get("/metrics")
+    assert r.status_code == 200
+    assert 'latentserve_requests_total{endpoint="/encode",model="",status="413"} 1.0' in r.text
+
+
 async def test_a_streamed_body_over_the_limit_is_413(models_dir, onnx_repository):
     async def chunks():
         for _ in range(10):
