@@ -128,3 +128,14 @@ def test_cli_export_refuses_non_checkpoint(tmp_path, capsys):
     bogus.write_bytes(b"not a checkpoint")
     code = main(["export", str(bogus), "--models", str(tmp_path / "models")])
     _assert_refused(tmp_path, capsys, code, "cannot read checkpoint")
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_cli_train_reads_semicolon_and_tab_csv(tmp_path, capsys, sep):
+    x = np.random.default_rng(0).normal(size=(120, 3))
+    path = tmp_path / "d.csv"
+    path.write_text(sep.join("abc") + "\n" + "\n".join(sep.join(f"{v:.4f}" for v in row) for row in x))
+    code = _train(tmp_path, "ae", "--data", str(path), "--name", "sep", "--epochs", "1")
+    assert code == 0, capsys.readouterr().err
+    manifest = (tmp_path / "models" / "sep" / "1" / "manifest.json").read_text()
+    assert '"feature_names": [\n    "a",\n    "b",\n    "c"\n  ]' in manifest

@@ -63,8 +63,13 @@ def _is_number(cell: str) -> bool:
 
 
 def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        text = f.read()
+    try:  # comma, semicolon (European spreadsheets) or tab, whichever the file uses
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:65536], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    rows = [r for r in csv.reader(text.splitlines(), dialect) if any(c.strip() for c in r)]
     if not rows:
         raise DataError(f"{path} is empty: expected rows of numbers")
     header = None
