@@ -103,6 +103,6 @@ def bake_parametrizations(model: nn.Module) -> nn.Module:
     model.eval()
     for module in model.modules():
         if parametrize.is_parametrized(module):
-            for name in list(module.parametrizations.keys()):
+            for name in list(module.parametrizations.keys()):  # type: ignore[union-attr,operator]
                 parametrize.remove_parametrizations(module, name, leave_parametrized=True)
     return model

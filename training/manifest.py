@@ -109,7 +109,7 @@ class LatentPrior(_Strict):
 
 
 class Manifest(_Strict):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1  # SCHEMA_VERSION
     name: str
     version: int = Field(ge=1)
     kind: Kind
