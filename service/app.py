@@ -9,9 +9,13 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from starlette.middleware.cors import CORSMiddleware
 
-from service import handlers
+from service import admin, handlers, openapi
+from service.auth import ApiKey
 from service.backends import Backend
+from service.lifecycle import Lifecycle
+from service.limits import Admission
 from service.middleware import BodyLimit, Metrics
 from service.repository import ModelRepository
 from service.routes import router
@@ -23,8 +27,9 @@ and GANs trained offline by `latentserve train`. Clients send and receive raw fe
 values; each model's preprocessing is applied inside the service.
 
 Errors always have the body `{"error": "..."}`: 422 invalid input, 404 unknown model or
-version, 400 an endpoint the model's kind cannot serve, 413 body too large, 503 model not
-ready (with Retry-After) or refused at load.
+version, 400 an endpoint the model's kind cannot serve, 401 API key missing or wrong (when
+one is set), 408 body too slow, 413 body too large, 503 busy or model not ready (with
+Retry-After) or refused at load, 504 over the time budget.
 """
 
 
@@ -61,10 +66,34 @@ def create_app(settings: Settings, repository: ModelRepository | None = None) ->
     )
     app.state.settings = settings
     app.state.repository = repository
+    app.state.lifecycle = Lifecycle()
     app.state.metrics = CollectorRegistry()  # one per app: tests build many apps in one process
     handlers.install(app)
     app.include_router(router)
+    key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    if key is not None:  # no key, no admin endpoints (404)
+        app.include_router(admin.router)
+    openapi.install(app, auth=key is not None)
+    # Each add_middleware wraps the ones before: a request meets them from the last added to the first.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    paths = frozenset(getattr(r, "path", "") for r in router.routes)
-    app.add_middleware(Metrics, registry=app.state.metrics, paths=paths)  # added last = outermost: counts 413s too
+    app.add_middleware(
+        Admission,
+        max_in_flight=settings.max_concurrency,
+        budget_s=settings.request_timeout_s,
+        lifecycle=app.state.lifecycle,
+    )
+    if key is not None:  # before admission: requests without the key take no slot
+        app.add_middleware(ApiKey, key=key)
+    if settings.cors_origins:  # outside auth: preflights carry no key
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
+    routes = [*router.routes, *(admin.router.routes if key is not None else [])]
+    paths = frozenset(getattr(r, "path", "") for r in routes)
+    app.add_middleware(Metrics, registry=app.state.metrics, paths=paths)  # outermost: counts 401/413/503s too
     return app

@@ -34,6 +34,12 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="intra-op threads per graph (default 1)")
     p.add_argument("--max-rows", type=int, help="rows per request (default 10000)")
     p.add_argument("--max-body-bytes", type=int, help="request body size limit (default 16 MiB)")
+    p.add_argument("--max-concurrency", type=int, help="requests in flight before 503 + Retry-After (default 64)")
+    p.add_argument("--request-timeout-s", type=float, help="time budget per request before 504 (default 30)")
+    p.add_argument("--shutdown-delay-s", type=float, help="after SIGTERM: serve, not ready, this long (default 1)")
+    p.add_argument("--shutdown-grace-s", type=float, help="then wait this long for requests in flight (default 8)")
+    p.add_argument("--cors-origins", help="comma-separated origins allowed by CORS (default: none)")
+    # No --api-key flag: a command line is visible to every user of the machine (ps); use LATENTSERVE_API_KEY.
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     return p
 
@@ -50,12 +56,17 @@ def serve(argv: list[str]) -> int:
         for err in e.errors():
             field = ".".join(str(p) for p in err["loc"])
             where = f"--{field.replace('_', '-')} / LATENTSERVE_{field.upper()}"
+            where = where if field != "api_key" else "LATENTSERVE_API_KEY"
             print(f"latentserve serve: invalid setting {field} ({where}): {err['msg']}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A SIGTERM before the server runs (models still importing) is a clean exit too; from then on
+    # service.lifecycle.Server handles SIGTERM, SIGINT and SIGHUP.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     import uvicorn
 
     from service.app import create_app
+    from service.lifecycle import Server
 
     try:
         app = create_app(settings)
@@ -77,10 +88,14 @@ def serve(argv: list[str]) -> int:
         settings.runtime,
         settings.device,
     )
-    # uvicorn drains and shuts down on SIGTERM, then re-raises the signal to the handler found at
-    # start; make that handler a clean exit, so that a stop asked for is status 0, not -15.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+    )
+    Server(config, app.state.lifecycle, app.state.repository, settings.shutdown_delay_s).run()
     return 0
 
 

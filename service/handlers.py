@@ -15,7 +15,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from service.errors import ServiceError
 
@@ -23,10 +23,11 @@ log = logging.getLogger(__name__)
 MAX_REPORTED = 3  # validation problems listed in one message; the rest are counted
 
 
-class FastJSONResponse(Response):
-    """orjson with NumPy support: arrays go out without a detour through Python lists."""
+class FastJSONResponse(JSONResponse):
+    """orjson with NumPy support: arrays go out without a detour through Python lists.
 
-    media_type = "application/json"
+    A JSONResponse subclass so that FastAPI documents each route's response model in OpenAPI.
+    """
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, default=_numpy_fallback, option=orjson.OPT_SERIALIZE_NUMPY)

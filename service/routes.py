@@ -138,8 +138,8 @@ async def anomaly_score(
 
 @router.get("/models", response_model=ModelsResponse, tags=["repository"])
 async def list_models(repository: RepositoryDep) -> Response:
-    """Every model with its versions, state and the public part of its manifest."""
-    return FastJSONResponse({"models": repository.describe()})
+    """Every model with its versions, state and the public part of its manifest; folders ignored."""
+    return FastJSONResponse({"models": repository.describe(), "ignored": repository.ignored})
 
 
 @router.get("/models/{name}", response_model=ModelInfo, responses={404: _ERRORS[404]}, tags=["repository"])
@@ -155,12 +155,15 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}}, tags=["operations"])
-async def readyz(repository: RepositoryDep) -> Response:
-    """200 once every model is loaded and warm; 503 while loading or when a model was refused."""
+async def readyz(repository: RepositoryDep, request: Request) -> Response:
+    """200 once every model is loaded and warm; 503 while loading, stopping, or when a model was refused
+    at start (versions refused by a reload are listed, but the previous ones keep serving)."""
+    if request.app.state.lifecycle.stopping:
+        return FastJSONResponse({"status": "stopping", "error": "not ready: shutting down"}, status_code=503)
     problems = repository.problems()
     if not problems:
-        versions = {name: sorted(vs) for name, vs in repository.models.items()}
-        return FastJSONResponse({"status": "ready", "models": versions})
+        extra = {k: v for k, v in (("refused", repository.refused()), ("ignored", repository.ignored)) if v}
+        return FastJSONResponse({"status": "ready", "models": repository.serving(), **extra})
     loading = repository.loading
     return FastJSONResponse(
         {"status": "loading" if loading else "failed", "error": "not ready: " + "; ".join(problems)},

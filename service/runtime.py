@@ -21,12 +21,13 @@ from pydantic import ValidationError
 from service.backends import Backend, Graph
 from service.errors import InvalidInput, NotSupported
 from service.scoring import ae_score, gan_score, percentiles, to_model_space, to_raw_space, vae_score
-from training.manifest import KIND_GRAPHS, Manifest
+from training.manifest import KIND_GRAPHS, MANIFEST_FILE, Manifest
 
 log = logging.getLogger(__name__)
 
 State = Literal["loading", "ready", "failed"]
 Rows = np.ndarray | Sequence[Sequence[float]]
+MAX_MANIFEST_BYTES = 16 << 20  # a manifest is ~100 kB; anything far larger is not one
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,18 @@ def as_matrix(values: Rows, width: int, what: str, max_rows: int, unit: str = "v
         got = values[i][j]
         raise InvalidInput(f"{what}[{i}][{j}] is not a finite float32 number (got {got!r})")
     return x
+
+
+def finite(out: np.ndarray, what: str, source: str) -> np.ndarray:
+    """JSON has no NaN or Infinity: outputs that overflow float32 are the caller's input error, named."""
+    if not np.isfinite(out).all():
+        rows = sorted({int(i) for i in np.argwhere(~np.isfinite(out))[:, 0]})
+        listed = ", ".join(map(str, rows[:5])) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+        raise InvalidInput(
+            f"the {what} of row(s) {listed} overflow float32: the {source} are too far outside "
+            f"the range the model was trained on"
+        )
+    return out
 
 
 class ModelRuntime:
@@ -105,9 +118,23 @@ class ModelRuntime:
             1000 * (time.perf_counter() - start),
         )
 
+    def _inside(self, path: Path, what: str) -> None:
+        """Artifacts load only from the repository: refuse links that lead out of it."""
+        root = self.folder.parent.parent.resolve()
+        if not path.resolve().is_relative_to(root):
+            raise ValueError(f"{what} is a link that leads outside the model repository")
+
     def _read_manifest(self) -> Manifest:
+        self._inside(self.folder, "the version folder")
+        path = self.folder / MANIFEST_FILE
+        self._inside(path, MANIFEST_FILE)
+        if not path.is_file():  # missing, a folder, or a FIFO that would block the loader
+            raise ValueError(f"{MANIFEST_FILE} is missing (or not a regular file)")
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ValueError(f"{MANIFEST_FILE} is {size} bytes, more than a manifest can be ({MAX_MANIFEST_BYTES})")
         try:
-            manifest = Manifest.read(self.folder)
+            manifest = Manifest.model_validate_json(path.read_bytes())
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "manifest"
@@ -126,6 +153,9 @@ class ModelRuntime:
         for role in KIND_GRAPHS[self.manifest.kind]:
             if served not in self.manifest.graphs.get(role, {}):  # type: ignore[call-overload]
                 raise ValueError(f"the manifest has no {served} {role} graph")
+        for by_format in self.manifest.graphs.values():
+            for spec in by_format.values():
+                self._inside(self.folder / spec.file, spec.file)
         others = tuple(
             fmt
             for fmt in ("onnx", "torchscript")
@@ -168,14 +198,14 @@ class ModelRuntime:
         xm = self._model_space(x)
         if m.kind == "vae":
             mu, logvar = self._graphs["encoder"](xm)
-            return {"latents": mu, "mu": mu, "logvar": logvar}
-        return {"latents": self._graphs["encoder"](xm)[0]}
+            return {"latents": finite(mu, "latents", "inputs"), "mu": mu, "logvar": finite(logvar, "logvar", "inputs")}
+        return {"latents": finite(self._graphs["encoder"](xm)[0], "latents", "inputs")}
 
     def reconstruct(self, x: Rows) -> np.ndarray:
         """Raw rows (B, F) -> reconstructions (B, F) in the same raw units."""
         m = self._require("reconstruct")
         x_hat, *_ = self._reconstruct_model_space(self._model_space(x))
-        return to_raw_space(x_hat, m.preprocessing)
+        return finite(to_raw_space(x_hat, m.preprocessing), "reconstructions", "inputs")
 
     def sample(
         self,
@@ -194,7 +224,7 @@ class ModelRuntime:
             z = self.draw_latents(n, seed, temperature)
         role = "generator" if m.kind == "gan" else "decoder"
         x_hat = self._graphs[role](z)[0]
-        return to_raw_space(x_hat, m.preprocessing)
+        return finite(to_raw_space(x_hat, m.preprocessing), "samples", "latents" if latents is not None else "draws")
 
     def draw_latents(self, n: int | None, seed: int | None, temperature: float = 1.0) -> np.ndarray:
         m = self._require("sample")
@@ -237,11 +267,11 @@ class ModelRuntime:
             scores, contributions = ae_score(xm, x_hat, m.likelihood)
         threshold = m.calibration.threshold
         return AnomalyScores(
-            scores=scores,
+            scores=finite(scores, "anomaly scores", "inputs"),
             percentiles=percentiles(scores, m.calibration),
             is_anomaly=scores > threshold,
             threshold=threshold,
-            contributions=contributions if explain else None,
+            contributions=finite(contributions, "contributions", "inputs") if explain else None,
         )
 
     # ----- helpers ---------------------------------------------------------------------------

@@ -136,14 +136,37 @@ class ModelInfo(BaseModel):
     versions: list[VersionInfo]
 
 
+class IgnoredFolder(BaseModel):
+    path: str = Field(description="Relative to the model repository.")
+    reason: str
+
+
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
+    ignored: list[IgnoredFolder] = Field([], description="Folders in the repository that cannot be models, and why.")
 
 
 class ReadyResponse(BaseModel):
-    status: str
-    models: dict[str, list[int]] | None = None
+    status: str = Field(description="ready, loading, failed or stopping")
+    models: dict[str, list[int]] | None = Field(None, description="The versions serving, by model.")
+    refused: list[str] | None = Field(None, description="Versions refused at load, with the reason.")
+    ignored: list[IgnoredFolder] | None = None
     error: str | None = None
+
+
+class RefusedVersion(BaseModel):
+    model: str
+    version: int
+    reason: str
+
+
+class ReloadResponse(BaseModel):
+    loaded: list[str] = Field(description="Versions loaded by this reload, as 'name version'.")
+    refused: list[RefusedVersion] = Field(description="Versions on disk that failed their checks: not served.")
+    removed: list[str] = Field(description="Versions no longer on disk: no longer served.")
+    unchanged: int = Field(description="Versions that were serving and still are.")
+    ignored: list[IgnoredFolder]
+    error: str | None = Field(None, description="With 409: what was refused; the previous versions keep serving.")
 
 
 ENCODE_EXAMPLES = {

@@ -5,17 +5,21 @@ Validated when constructed, so a bad value stops the service before it binds a p
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1 << 20
+MIN_API_KEY_CHARS = 16
+ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")  # scheme://host[:port], no path
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LATENTSERVE_", extra="forbid", frozen=True)
+    # hide_input_in_errors: a rejected API key must not appear in an error message.
+    model_config = SettingsConfigDict(env_prefix="LATENTSERVE_", extra="forbid", frozen=True, hide_input_in_errors=True)
 
     models: Path = Path("model_repository")  # same default as `latentserve train --models`
     # Loopback by default: exposing the port is a deliberate choice (the container sets 0.0.0.0).
@@ -29,6 +33,17 @@ class Settings(BaseSettings):
     # only contend with the event loop; raise it for wide models on many cores.
     threads: int = Field(1, ge=1, le=256)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Limits (service/limits.py). Worst-case buffered bodies: max_concurrency * max_body_bytes (1 GiB).
+    max_concurrency: int = Field(64, ge=1, le=100_000)  # requests in flight; past it 503 + Retry-After
+    request_timeout_s: float = Field(30.0, gt=0, le=3600)  # per request, until its response starts; then 504
+    # SIGTERM: /readyz says 503 and requests are still served for shutdown_delay_s (so that a load
+    # balancer stops sending new ones), then the port closes and requests in flight get up to
+    # shutdown_grace_s. Keep the sum under the orchestrator's kill timeout (docker stop: 10 s).
+    shutdown_delay_s: float = Field(1.0, ge=0, le=300)
+    shutdown_grace_s: float = Field(8.0, ge=0, le=3600)
+    # Security (service/auth.py): unset = no authentication and no /admin endpoints.
+    api_key: SecretStr | None = None
+    cors_origins: Annotated[list[str], NoDecode] = []  # comma-separated; empty = no CORS headers at all
 
     @field_validator("models")
     @classmethod
@@ -40,3 +55,30 @@ class Settings(BaseSettings):
                 f"--models / LATENTSERVE_MODELS at an existing repository"
             )
         return v
+
+    @field_validator("api_key")
+    @classmethod
+    def _long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        # Never echo the value: these messages are printed.
+        if v is None:
+            return v
+        key = v.get_secret_value()
+        if len(key) < MIN_API_KEY_CHARS:
+            raise ValueError(
+                f"the API key is set but shorter than {MIN_API_KEY_CHARS} characters; use a long random "
+                f"value (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'), or unset it"
+            )
+        if not all(33 <= ord(c) <= 126 for c in key):
+            raise ValueError("the API key must be printable ASCII without spaces: it travels in an HTTP header")
+        return v
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, v: object) -> object:
+        origins = [o.strip() for o in v.split(",") if o.strip()] if isinstance(v, str) else v
+        for origin in origins if isinstance(origins, list) else []:
+            if origin != "*" and not ORIGIN.match(str(origin)):
+                raise ValueError(
+                    f"CORS origin {origin!r} is not '*' or scheme://host[:port] (e.g. https://app.example.com)"
+                )
+        return origins
