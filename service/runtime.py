@@ -9,6 +9,7 @@ calibration so that a served score and its percentile mean the same thing.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,7 +101,11 @@ class ModelRuntime:
             self._verify_hashes()
             for role in KIND_GRAPHS[self.manifest.kind]:
                 spec = self.manifest.graph(role, self.backend.runtime)
-                self._graphs[role] = self.backend.open(self.folder / spec.file, spec)
+                try:
+                    self._graphs[role] = self.backend.open(self.folder / spec.file, spec)
+                except Exception as e:  # the reason is shown to clients: no server paths in it
+                    why = str(e).replace(f"{self.folder}{os.sep}", "")
+                    raise ValueError(f"{role} graph file {spec.file} cannot be loaded: {why}") from e
             self._warm_up()
         except Exception as e:  # any broken artifact: refuse this model, keep the others
             self.state, self.reason = "failed", str(e) or type(e).__name__
