@@ -93,7 +93,7 @@ def serve(argv: list[str]) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.shutdown_grace_s,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]  # a float: asyncio.wait_for
     )
     Server(config, app.state.lifecycle, app.state.repository, settings.shutdown_delay_s).run()
     return 0

@@ -276,7 +276,9 @@ class ModelRuntime:
             percentiles=percentiles(scores, m.calibration),
             is_anomaly=scores > threshold,
             threshold=threshold,
-            contributions=finite(contributions, "contributions", "inputs") if explain else None,
+            contributions=finite(contributions, "contributions", "inputs")
+            if explain and contributions is not None
+            else None,
         )
 
     # ----- helpers ---------------------------------------------------------------------------
