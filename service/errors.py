@@ -10,8 +10,13 @@ Status codes (documented in the README and in the OpenAPI responses):
 - 400 `NotSupported`: a well-formed request that this model's kind cannot serve.
 - 413 `PayloadTooLarge`: the body is over the configured limit, which the message states.
 - 503 `ModelNotReady` (with `Retry-After`): the model is still loading.
-- 503 `ModelFailed`: the model was refused at load (bad hash, bad manifest); restarting
-  with a fixed artifact is the remedy, so no `Retry-After`.
+- 503 `ModelFailed`: the model was refused at load (bad hash, bad manifest); fixing the
+  artifact and reloading (or restarting) is the remedy, so no `Retry-After`.
+
+Answered by the middleware before any route runs, with the same body (service/limits.py,
+service/auth.py, service/middleware.py): 401 API key missing or wrong, 408 body too slow,
+413 body too large, 503 too many requests in flight (`Retry-After`), 504 over the time
+budget. `POST /admin/reload` answers 409 when it refused a version (service/admin.py).
 """
 
 from __future__ import annotations

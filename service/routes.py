@@ -161,12 +161,12 @@ async def readyz(repository: RepositoryDep, request: Request) -> Response:
     if request.app.state.lifecycle.stopping:
         return FastJSONResponse({"status": "stopping", "error": "not ready: shutting down"}, status_code=503)
     problems = repository.problems()
+    extra = {k: v for k, v in (("refused", repository.refused()), ("ignored", repository.ignored)) if v}
     if not problems:
-        extra = {k: v for k, v in (("refused", repository.refused()), ("ignored", repository.ignored)) if v}
         return FastJSONResponse({"status": "ready", "models": repository.serving(), **extra})
     loading = repository.loading
     return FastJSONResponse(
-        {"status": "loading" if loading else "failed", "error": "not ready: " + "; ".join(problems)},
+        {"status": "loading" if loading else "failed", "error": "not ready: " + "; ".join(problems), **extra},
         status_code=503,
         headers={"Retry-After": "1"} if loading else None,
     )

@@ -268,3 +268,12 @@ def test_cors_origins_are_validated(models_dir):
 def test_service_code_never_unpickles():
     sources = "\n".join(p.read_text() for p in (ROOT / "service").glob("*.py"))
     assert not re.search(r"\bpickle\b|torch\.load\(|allow_pickle\s*=\s*True|joblib", sources)
+
+
+# ----- the container ----------------------------------------------------------------------------
+def test_compose_api_runs_unprivileged_on_a_read_only_root():
+    import yaml
+
+    api = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"]
+    assert api["read_only"] is True and api["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in api["security_opt"] and api["volumes"] == ["models:/models:ro"]
