@@ -36,6 +36,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int, help="request body size limit (default 16 MiB)")
     p.add_argument("--max-concurrency", type=int, help="requests in flight before 503 + Retry-After (default 64)")
     p.add_argument("--request-timeout-s", type=float, help="time budget per request before 504 (default 30)")
+    p.add_argument("--header-timeout-s", type=float, help="time to send a request's headers (default 10)")
     p.add_argument("--shutdown-delay-s", type=float, help="after SIGTERM: serve, not ready, this long (default 1)")
     p.add_argument("--shutdown-grace-s", type=float, help="then wait this long for requests in flight (default 8)")
     p.add_argument("--cors-origins", help="comma-separated origins allowed by CORS (default: none)")
@@ -66,6 +67,7 @@ def serve(argv: list[str]) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.connections import protocol_class
     from service.lifecycle import Server
 
     try:
@@ -94,6 +96,7 @@ def serve(argv: list[str]) -> int:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]  # a float: asyncio.wait_for
+        http=protocol_class(settings.header_timeout_s),
     )
     Server(config, app.state.lifecycle, app.state.repository, settings.shutdown_delay_s).run()
     return 0

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     # Limits (service/limits.py). Worst-case buffered bodies: max_concurrency * max_body_bytes (1 GiB).
     max_concurrency: int = Field(64, ge=1, le=100_000)  # requests in flight; past it 503 + Retry-After
     request_timeout_s: float = Field(30.0, gt=0, le=3600)  # per request, until its response starts; then 504
+    header_timeout_s: float = Field(10.0, gt=0, le=300)  # a request's line + headers; then the socket closes
     # SIGTERM: /readyz says 503 and requests are still served for shutdown_delay_s (so that a load
     # balancer stops sending new ones), then the port closes and requests in flight get up to
     # shutdown_grace_s. Keep the sum under the orchestrator's kill timeout (docker stop: 10 s).

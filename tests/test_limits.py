@@ -5,8 +5,10 @@ The body-size and rows limits are tested in test_api.py and test_integration.py.
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import threading
+import time
 
 import httpx
 import pytest
@@ -161,7 +163,7 @@ def test_serve_refuses_a_bad_limit_naming_flag_and_variable(models_dir, flag, va
 # ----- a real server: slow clients hold slots ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def limited(models_dir, tmp_path_factory):
-    flags = ("--max-concurrency", "2", "--request-timeout-s", "1.5")
+    flags = ("--max-concurrency", "2", "--request-timeout-s", "1.5", "--header-timeout-s", "1")
     server = LiveServer(models_dir, tmp_path_factory.mktemp("limits") / "serve.log", *flags)
     server.wait()
     yield server
@@ -203,3 +205,21 @@ def test_serve_answers_408_when_the_body_is_too_slow(limited):
     )
     assert r.status_code == 408
     assert "did not arrive within the time budget of 1.5 s" in r.json()["error"]
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /encode HTTP/1.1\r\nHost: x\r\n"], ids=["nothing", "half-a-head"])
+def test_serve_closes_connections_that_send_no_complete_head(limited, sent):
+    with socket.create_connection(("127.0.0.1", limited.port)) as s:
+        s.sendall(sent)
+        s.settimeout(10)
+        start = time.monotonic()
+        assert s.recv(100) == b""  # closed by the server, nothing sent
+        assert time.monotonic() - start < 5
+
+
+def test_serve_keeps_a_connection_between_requests_within_the_head_timeout(limited):
+    with httpx.Client(base_url=limited.url, timeout=10) as c:
+        first = c.get("/healthz")
+        time.sleep(0.5)
+        second = c.get("/healthz")
+    assert first.status_code == second.status_code == 200
