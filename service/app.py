@@ -81,6 +81,7 @@ def create_app(settings: Settings, repository: ModelRepository | None = None) ->
         max_in_flight=settings.max_concurrency,
         budget_s=settings.request_timeout_s,
         lifecycle=app.state.lifecycle,
+        registry=app.state.metrics,
     )
     if key is not None:  # before admission: requests without the key take no slot
         app.add_middleware(ApiKey, key=key)

@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 import anyio
+from prometheus_client import CollectorRegistry, Gauge
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.lifecycle import Lifecycle
@@ -32,12 +33,25 @@ def exempt(path: str) -> bool:
 
 
 class Admission:
-    def __init__(self, app: ASGIApp, max_in_flight: int, budget_s: float, lifecycle: Lifecycle) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_in_flight: int,
+        budget_s: float,
+        lifecycle: Lifecycle,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.app = app
         self.max_in_flight = max_in_flight
         self.budget_s = budget_s
         self.lifecycle = lifecycle
         self.in_flight = 0  # one event loop: no lock needed
+        if registry is not None:  # read at scrape time: nothing to do per request
+            Gauge(
+                "latentserve_requests_in_flight",
+                "Requests admitted and not answered yet (the probes and /admin are not counted).",
+                registry=registry,
+            ).set_function(lambda: self.in_flight)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -395,7 +395,7 @@ def test_sighup_reloads_the_repository(live):
 
 # ----- SIGTERM ---------------------------------------------------------------------------------------
 def test_sigterm_reports_not_ready_then_drains_requests_in_flight(models_dir, tmp_path):
-    server = LiveServer(models_dir, tmp_path / "serve.log", "--shutdown-delay-s", "1", "--shutdown-grace-s", "10")
+    server = LiveServer(models_dir, tmp_path / "serve.log", "--shutdown-delay-s", "2", "--shutdown-grace-s", "10")
     server.wait()
     body = {"model": "digits-ae", "inputs": [ROW] * 20}
     answers: list[int] = []
