@@ -3,9 +3,9 @@
 Past `max_concurrency` requests in flight a request is answered 503 with `Retry-After` before
 its body is read: there is no queue to grow. A request whose response has not started within
 `request_timeout_s` is answered 504, or 408 when its body had not fully arrived by then (a slow
-client, not a slow server). The budget interrupts waiting (for the body, for a batch, for a
-thread), not a graph already running: ONNX Runtime cannot be stopped mid-run, so that work
-finishes in the background and its result is dropped.
+client, not a slow server). The budget interrupts waiting (for the body, for a batch), not a
+graph already running (ONNX Runtime cannot be stopped mid-run; nor can a worker thread): that
+work finishes in the background and its result is dropped.
 
 The probes (/healthz, /readyz, /metrics) and /admin are exempt, so that an overloaded service
 still answers its orchestrator and its operator. While the service is stopping every response
