@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,11 +15,12 @@ from starlette.middleware.cors import CORSMiddleware
 from service import admin, handlers, openapi
 from service.auth import ApiKey
 from service.backends import Backend
+from service.batching import Batching
 from service.lifecycle import Lifecycle
 from service.limits import Admission
 from service.middleware import BodyLimit, Metrics
 from service.repository import ModelRepository
-from service.routes import router
+from service.routes import DirectDispatch, router
 from service.settings import Settings
 
 DESCRIPTION = """\
@@ -40,6 +42,13 @@ def _version() -> str:
         return "0+unknown"
 
 
+def _load_and_freeze(repository: ModelRepository) -> None:
+    repository.load_all()
+    # What start-up built (modules, app, models) lives as long as the process: frozen, it is no
+    # longer walked by every full collection (~40 ms here, a p99 outlier each time).
+    gc.freeze()
+
+
 def create_app(settings: Settings, repository: ModelRepository | None = None) -> FastAPI:
     """Build the app; models load in the background after start-up unless `repository` is loaded.
 
@@ -54,7 +63,7 @@ def create_app(settings: Settings, repository: ModelRepository | None = None) ->
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Load in a thread so that /healthz answers and /readyz says "loading" meanwhile.
         if not repository.loaded:
-            threading.Thread(target=repository.load_all, name="model-loader", daemon=True).start()
+            threading.Thread(target=_load_and_freeze, args=(repository,), name="model-loader", daemon=True).start()
         yield
 
     app = FastAPI(
@@ -68,6 +77,7 @@ def create_app(settings: Settings, repository: ModelRepository | None = None) ->
     app.state.repository = repository
     app.state.lifecycle = Lifecycle()
     app.state.metrics = CollectorRegistry()  # one per app: tests build many apps in one process
+    app.state.batching = Batching(settings.batching, settings.max_batch_rows, settings.max_delay_us, app.state.metrics)
     handlers.install(app)
     app.include_router(router)
     key = settings.api_key.get_secret_value() if settings.api_key is not None else None
@@ -75,6 +85,7 @@ def create_app(settings: Settings, repository: ModelRepository | None = None) ->
         app.include_router(admin.router)
     openapi.install(app, auth=key is not None)
     # Each add_middleware wraps the ones before: a request meets them from the last added to the first.
+    app.add_middleware(DirectDispatch, routes=router.routes, handlers=app.exception_handlers)  # innermost
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         Admission,
@@ -98,3 +109,8 @@ def create_app(settings: Settings, repository: ModelRepository | None = None) ->
     paths = frozenset(getattr(r, "path", "") for r in routes)
     app.add_middleware(Metrics, registry=app.state.metrics, paths=paths)  # outermost: counts 401/413/503s too
     return app
+
+
+def from_environment() -> FastAPI:
+    """Settings from LATENTSERVE_* only: for `uvicorn --factory service.app:from_environment --workers N`."""
+    return create_app(Settings())

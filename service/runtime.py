@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from service.backends import Backend, Graph
 from service.errors import InvalidInput, NotSupported
 from service.scoring import ae_score, gan_score, percentiles, to_model_space, to_raw_space, vae_score
-from training.manifest import KIND_GRAPHS, MANIFEST_FILE, Manifest
+from training.manifest import KIND_GRAPHS, MANIFEST_FILE, Calibration, Manifest, Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ def as_matrix(values: Rows, width: int, what: str, max_rows: int, unit: str = "v
     if not np.isfinite(x).all():
         i, j = (int(k) for k in np.argwhere(~np.isfinite(x))[0])
         got = values[i][j]
+        got = got.item() if isinstance(got, np.generic) else got  # nan, not np.float32(nan)
         raise InvalidInput(f"{what}[{i}][{j}] is not a finite float32 number (got {got!r})")
     return x
 
@@ -91,6 +92,9 @@ class ModelRuntime:
         self.reason: str | None = None  # why it failed, when it did
         self.manifest: Manifest | None = None
         self._graphs: dict[str, Graph] = {}
+        # Set by load(): the manifest's preprocessing and calibration as arrays (see _as_arrays).
+        self._prep: Preprocessing
+        self._calibration: Calibration
 
     # ----- lifecycle -------------------------------------------------------------------------
     def load(self) -> None:
@@ -98,6 +102,7 @@ class ModelRuntime:
         start = time.perf_counter()
         try:
             self.manifest = self._read_manifest()
+            self._prep, self._calibration = _as_arrays(self.manifest)
             self._verify_hashes()
             for role in KIND_GRAPHS[self.manifest.kind]:
                 spec = self.manifest.graph(role, self.backend.runtime)
@@ -208,9 +213,9 @@ class ModelRuntime:
 
     def reconstruct(self, x: Rows) -> np.ndarray:
         """Raw rows (B, F) -> reconstructions (B, F) in the same raw units."""
-        m = self._require("reconstruct")
+        self._require("reconstruct")
         x_hat, *_ = self._reconstruct_model_space(self._model_space(x))
-        return finite(to_raw_space(x_hat, m.preprocessing), "reconstructions", "inputs")
+        return finite(to_raw_space(x_hat, self._prep), "reconstructions", "inputs")
 
     def sample(
         self,
@@ -221,15 +226,26 @@ class ModelRuntime:
     ) -> np.ndarray:
         """Decode `latents`, or n draws: N(0, T²I) for vae/gan, the fitted latent Gaussian for ae/rae."""
         m = self._require("sample")
-        if latents is not None:
-            z = as_matrix(latents, m.latent_dim, "latents", self.max_rows)
-            if n is not None and n != len(z):
-                raise InvalidInput(f"n is {n} but latents has {len(z)} rows; give one or make them agree")
-        else:
-            z = self.draw_latents(n, seed, temperature)
+        z = self.sample_latents(n, seed, temperature, latents)
         role = "generator" if m.kind == "gan" else "decoder"
         x_hat = self._graphs[role](z)[0]
-        return finite(to_raw_space(x_hat, m.preprocessing), "samples", "latents" if latents is not None else "draws")
+        return finite(to_raw_space(x_hat, self._prep), "samples", "latents" if latents is not None else "draws")
+
+    def sample_latents(
+        self,
+        n: int | None = None,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        latents: Rows | None = None,
+    ) -> np.ndarray:
+        """The (B, L) latents that `sample` decodes: `latents` checked, or n draws."""
+        m = self._require("sample")
+        if latents is None:
+            return self.draw_latents(n, seed, temperature)
+        z = as_matrix(latents, m.latent_dim, "latents", self.max_rows)
+        if n is not None and n != len(z):
+            raise InvalidInput(f"n is {n} but latents has {len(z)} rows; give one or make them agree")
+        return z
 
     def draw_latents(self, n: int | None, seed: int | None, temperature: float = 1.0) -> np.ndarray:
         m = self._require("sample")
@@ -254,11 +270,8 @@ class ModelRuntime:
     def anomaly_score(self, x: Rows, explain: bool = False) -> AnomalyScores:
         """Per-row anomaly scores, their calibration percentiles and the threshold decision."""
         m = self._require("anomaly-score")
-        if explain and m.kind == "gan":
-            raise NotSupported(
-                f"model {self.name!r} is a gan: its score comes from the discriminator and has no "
-                f"per-feature contributions; explain works for ae, rae and vae models"
-            )
+        if explain:
+            self._explainable(m)
         xm = self._model_space(x)
         contributions = None
         if m.kind == "gan":
@@ -273,13 +286,24 @@ class ModelRuntime:
         threshold = m.calibration.threshold
         return AnomalyScores(
             scores=finite(scores, "anomaly scores", "inputs"),
-            percentiles=percentiles(scores, m.calibration),
+            percentiles=percentiles(scores, self._calibration),
             is_anomaly=scores > threshold,
             threshold=threshold,
             contributions=finite(contributions, "contributions", "inputs")
             if explain and contributions is not None
             else None,
         )
+
+    def inputs(self, x: Rows, capability: str, explain: bool = False) -> np.ndarray:
+        """Raw rows checked for `capability` (encode, reconstruct, anomaly-score): (B, F) float32.
+
+        The checks those methods make first, in their order: rows can be checked before they
+        join a batch (service/batching.py), so that a batch never holds a bad row.
+        """
+        m = self._require(capability)
+        if explain:
+            self._explainable(m)
+        return as_matrix(x, m.n_features, "inputs", self.max_rows, "features")
 
     # ----- helpers ---------------------------------------------------------------------------
     def _require(self, capability: str) -> Manifest:
@@ -292,10 +316,17 @@ class ModelRuntime:
             )
         return m
 
+    def _explainable(self, m: Manifest) -> None:
+        if m.kind == "gan":
+            raise NotSupported(
+                f"model {self.name!r} is a gan: its score comes from the discriminator and has no "
+                f"per-feature contributions; explain works for ae, rae and vae models"
+            )
+
     def _model_space(self, x: Rows) -> np.ndarray:
         m = self.manifest
         assert m is not None
-        return to_model_space(as_matrix(x, m.n_features, "inputs", self.max_rows, "features"), m.preprocessing)
+        return to_model_space(as_matrix(x, m.n_features, "inputs", self.max_rows, "features"), self._prep)
 
     def _reconstruct_model_space(self, xm: np.ndarray) -> tuple[np.ndarray, ...]:
         """(x_hat,) for ae/rae; (x_hat, mu, logvar) for vae, decoding the posterior mean."""
@@ -304,3 +335,19 @@ class ModelRuntime:
             return self._graphs["decoder"](mu)[0], mu, logvar
         z = self._graphs["encoder"](xm)[0]
         return (self._graphs["decoder"](z)[0],)
+
+
+def _as_arrays(m: Manifest) -> tuple[Preprocessing, Calibration]:
+    """The manifest's preprocessing and calibration with NumPy arrays in place of their lists.
+
+    `to_model_space` and `percentiles` convert those lists on every call (tens of µs for the
+    1001 calibration quantiles); given arrays, the conversion is free. Same values, same results.
+    """
+    p, c = m.preprocessing, m.calibration
+    prep = Preprocessing.model_construct(
+        **{**dict(p), "offset": np.asarray(p.offset, np.float32), "scale": np.asarray(p.scale, np.float32)}
+    )
+    calibration = Calibration.model_construct(
+        **{**dict(c), "levels": np.asarray(c.levels), "quantiles": np.asarray(c.quantiles)}
+    )
+    return prep, calibration

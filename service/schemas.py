@@ -56,6 +56,8 @@ class ModelRequest(BaseModel):
     version: int | None = Field(None, ge=1, strict=True, description="Model version; default: the newest.")
 
 
+# Each request is its options (the query parameters of an application/x-npy request) plus its
+# array (the .npy body); service/payloads.py validates the two halves separately on its fast paths.
 class EncodeRequest(ModelRequest):
     inputs: Rows = Field(description="Rows of raw feature values, as the model was trained on.")
 
@@ -64,12 +66,15 @@ class ReconstructRequest(ModelRequest):
     inputs: Rows = Field(description="Rows of raw feature values, as the model was trained on.")
 
 
-class AnomalyScoreRequest(ModelRequest):
-    inputs: Rows = Field(description="Rows of raw feature values, as the model was trained on.")
+class AnomalyScoreOptions(ModelRequest):
     explain: bool = Field(False, strict=True, description="Also return per-feature contributions (ae, rae, vae).")
 
 
-class SampleRequest(ModelRequest):
+class AnomalyScoreRequest(AnomalyScoreOptions):
+    inputs: Rows = Field(description="Rows of raw feature values, as the model was trained on.")
+
+
+class SampleOptions(ModelRequest):
     n: int | None = Field(None, ge=1, strict=True, description="How many samples to draw (optional with latents).")
     seed: int | None = Field(
         None, ge=0, le=2**63 - 1, strict=True, description="Seed for the draw: same seed, same samples."
@@ -82,6 +87,9 @@ class SampleRequest(ModelRequest):
         allow_inf_nan=False,
         description="Scale of the latent draw: z ~ N(0, T²I) (vae, gan) or the fitted Gaussian (ae, rae).",
     )
+
+
+class SampleRequest(SampleOptions):
     latents: Rows | None = Field(None, description="Latent vectors to decode instead of drawing them.")
 
 

@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     # One intra-op thread per worker: the default graphs are tiny, and extra threads
     # only contend with the event loop; raise it for wide models on many cores.
     threads: int = Field(1, ge=1, le=256)
+    # Micro-batching (service/batching.py): concurrent requests for one model, endpoint and options
+    # share one runtime call of at most max_batch_rows rows, flushed at the event loop's next turn
+    # or after max_delay_us (0: nothing waits for company).
+    batching: bool = True
+    max_batch_rows: int = Field(1024, ge=1)
+    max_delay_us: int = Field(0, ge=0, le=1_000_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Limits (service/limits.py). Worst-case buffered bodies: max_concurrency * max_body_bytes (1 GiB).
     max_concurrency: int = Field(64, ge=1, le=100_000)  # requests in flight; past it 503 + Retry-After

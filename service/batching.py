@@ -1,0 +1,158 @@
+"""Dynamic micro-batching: concurrent requests for one model, endpoint and options share one
+runtime call, and each gets its own rows of the result back, in order.
+
+It runs on the event loop, where the handlers run. A request's rows, already checked by the
+runtime (`ModelRuntime.inputs`), join the queue of their (model, endpoint, options); the first
+to arrive schedules the flush for the next turn of the loop (`max_delay_us` = 0: every request
+that arrived meanwhile joins, and a lone request waits for nothing) or after `max_delay_us`.
+A batch holds at most `max_batch_rows` rows: a request that would overflow it flushes the
+queue first, and one with more rows than that runs alone. The runtime computes every row
+independently of the others, so a batched result is the unbatched one; should a merged call
+fail anyway, each request is retried alone, so that only a failing request fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import fields, is_dataclass, replace
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Histogram
+
+from service.runtime import ModelRuntime
+
+ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+WAIT_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1)
+
+# endpoint -> the runtime call on checked rows (sample decodes latents drawn per request)
+CALLS: dict[str, Callable[..., Any]] = {
+    "encode": ModelRuntime.encode,
+    "reconstruct": ModelRuntime.reconstruct,
+    "anomaly-score": ModelRuntime.anomaly_score,
+    "sample": lambda model, z: model.sample(latents=z),
+}
+
+
+class Batching:
+    """The batchers of one app, by (model runtime, endpoint, options); off: a direct call."""
+
+    def __init__(self, enabled: bool, max_rows: int, max_delay_us: int, registry: CollectorRegistry) -> None:
+        self.enabled = enabled
+        self.max_rows = max_rows
+        self.delay_s = max_delay_us / 1e6
+        # Keyed weakly by the runtime: a reloaded model's old runtime takes its batchers with it.
+        self._batchers: weakref.WeakKeyDictionary[ModelRuntime, dict[tuple, Batcher]] = weakref.WeakKeyDictionary()
+        labels = ["endpoint", "model"]
+        self.rows = Histogram(
+            "latentserve_batch_rows", "Rows per batched runtime call.", labels, buckets=ROWS_BUCKETS, registry=registry
+        )
+        self.wait = Histogram(
+            "latentserve_batch_wait_seconds",
+            "Time a request's rows waited in the batch queue.",
+            labels,
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
+
+    async def run(self, model: ModelRuntime, endpoint: str, x: np.ndarray, **options: Any) -> Any:
+        """CALLS[endpoint](model, x, **options), merged with concurrent calls when enabled."""
+        if not self.enabled:
+            return CALLS[endpoint](model, x, **options)
+        batchers = self._batchers.setdefault(model, {})
+        key = (endpoint, *sorted(options.items()))
+        batcher = batchers.get(key)
+        if batcher is None:
+            call = CALLS[endpoint]
+            batcher = batchers[key] = Batcher(
+                lambda rows: call(model, rows, **options),
+                min(self.max_rows, model.max_rows),  # a batch is one call: the runtime's row limit holds
+                self.delay_s,
+                self.rows.labels(endpoint, model.name),
+                self.wait.labels(endpoint, model.name),
+            )
+        return await batcher(x)
+
+
+class Batcher:
+    """One queue: rows in, one call per flush, each caller's slice of the result out."""
+
+    def __init__(self, call: Callable[[np.ndarray], Any], max_rows: int, delay_s: float, rows: Any, wait: Any) -> None:
+        self.call = call
+        self.max_rows = max_rows
+        self.delay_s = delay_s
+        self.rows_metric = rows
+        self.wait_metric = wait
+        self.queue: list[tuple[np.ndarray, asyncio.Future, float]] = []
+        self.queued_rows = 0
+        self.flush_handle: asyncio.Handle | None = None
+
+    async def __call__(self, x: np.ndarray) -> Any:
+        if len(x) >= self.max_rows:  # a full batch on its own
+            self.rows_metric.observe(len(x))
+            self.wait_metric.observe(0.0)
+            return self.call(x)
+        if self.queued_rows + len(x) > self.max_rows:
+            self.flush()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.queue.append((x, future, time.perf_counter()))
+        self.queued_rows += len(x)
+        if self.queued_rows >= self.max_rows:
+            self.flush()
+        elif self.flush_handle is None:
+            if self.delay_s > 0:
+                self.flush_handle = loop.call_later(self.delay_s, self.flush)
+            else:
+                self.flush_handle = loop.call_soon(self.flush)
+        return await future
+
+    def flush(self) -> None:
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+            self.flush_handle = None
+        # A request cancelled while queued (client gone, time budget spent) is left out.
+        queue = [item for item in self.queue if not item[1].done()]
+        self.queue, self.queued_rows = [], 0
+        if not queue:
+            return
+        now = time.perf_counter()
+        for _, _, queued_at in queue:
+            self.wait_metric.observe(now - queued_at)
+        if len(queue) == 1:
+            self._answer(queue[0][0], queue[0][1])
+            return
+        xs = [x for x, _, _ in queue]
+        self.rows_metric.observe(sum(len(x) for x in xs))
+        try:
+            result = self.call(np.concatenate(xs))
+        except Exception:  # one request's doing, or every one's: retry each alone to tell
+            for x, future, _ in queue:
+                self._answer(x, future, observe=False)
+            return
+        start = 0
+        for x, future, _ in queue:
+            future.set_result(take(result, start, start + len(x)))
+            start += len(x)
+
+    def _answer(self, x: np.ndarray, future: asyncio.Future, observe: bool = True) -> None:
+        if observe:
+            self.rows_metric.observe(len(x))
+        try:
+            future.set_result(self.call(x))
+        except Exception as e:
+            future.set_exception(e)
+
+
+def take(result: Any, start: int, stop: int) -> Any:
+    """Rows start:stop of a runtime result: an array, a dict or dataclass of arrays; scalars shared."""
+    if isinstance(result, np.ndarray):
+        return result[start:stop]
+    if isinstance(result, dict):
+        return {k: take(v, start, stop) for k, v in result.items()}
+    if is_dataclass(result) and not isinstance(result, type):
+        return replace(result, **{f.name: take(getattr(result, f.name), start, stop) for f in fields(result)})
+    return result  # the threshold, or None
