@@ -112,3 +112,12 @@ def test_export_parity_failure_publishes_nothing(runs, tmp_path, monkeypatch):
     with pytest.raises(export.ExportError, match="differs from eager PyTorch at batch size 1"):
         export.export_checkpoint(ckpt, tmp_path / "models", "parity")
     assert list((tmp_path / "models" / "parity").iterdir()) == []
+
+
+def test_export_list_versions_ignores_non_version_folders(tmp_path):
+    from training.manifest import list_versions
+
+    for name in ("1", "3", "²", "01", "v2", "latest", "٣"):
+        (tmp_path / "m" / name).mkdir(parents=True)
+        (tmp_path / "m" / name / "manifest.json").write_text("{}")
+    assert list_versions(tmp_path, "m") == [1, 3]

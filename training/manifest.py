@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,8}$")  # ASCII only: "²".isdigit() is true, int("²") fails
 
 Kind = Literal["ae", "rae", "vae", "gan"]
 Capability = Literal["encode", "reconstruct", "sample", "anomaly-score"]
@@ -169,5 +170,5 @@ def list_versions(models_dir: Path, name: str) -> list[int]:
     if not folder.is_dir():
         return []
     return sorted(
-        int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / MANIFEST_FILE).is_file()
+        int(p.name) for p in folder.iterdir() if VERSION_PATTERN.match(p.name) and (p / MANIFEST_FILE).is_file()
     )
