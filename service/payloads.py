@@ -190,6 +190,7 @@ def options_from_query(params: list[tuple[str, str]], options: type[BaseModel]) 
 
 def read_npy(body: bytes) -> np.ndarray:
     """A 2-D numeric array from .npy bytes; InvalidInput (422) naming the problem otherwise."""
+    shape: tuple[int, ...]
     simple = SIMPLE_HEADER.match(body)
     if simple is not None and struct.unpack("<H", body[8:10])[0] == simple.end() - 10:
         # What np.save writes for a plain 2-D array: no need for the full parser.

@@ -61,9 +61,9 @@ def as_matrix(values: Rows, width: int, what: str, max_rows: int, unit: str = "v
         raise InvalidInput(f"{what} must be a list of rows of {width} numbers")
     if not np.isfinite(x).all():
         i, j = (int(k) for k in np.argwhere(~np.isfinite(x))[0])
-        got = values[i][j]
-        got = got.item() if isinstance(got, np.generic) else got  # nan, not np.float32(nan)
-        raise InvalidInput(f"{what}[{i}][{j}] is not a finite float32 number (got {got!r})")
+        value = values[i][j]
+        value = value.item() if isinstance(value, np.generic) else value  # nan, not np.float32(nan)
+        raise InvalidInput(f"{what}[{i}][{j}] is not a finite float32 number (got {value!r})")
     return x
 
 
