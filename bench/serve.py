@@ -131,6 +131,7 @@ class Server:
                 pass
             time.sleep(0.005)
         else:
+            self.stop()
             raise SystemExit(f"{name} was not ready within {START_TIMEOUT_S} s:\n{self.log.read_text()}")
         self.started_s = time.perf_counter() - start
 
@@ -273,13 +274,12 @@ def main(argv: list[str] | None = None) -> int:
             s = Server("service-start", serve, env, work)
             starts.append(s.started_s)
             s.stop()
-        servers = {
-            "service": Server("service", serve, env, work),
-            "naive": Server("naive", [*uvicorn, "bench.naive_app:app"], env, work),
-            "transport": Server("transport", [*uvicorn, "bench.serve:transport"], env, work),
-        }
-        servers["service-npy"], servers["transport-npy"] = servers["service"], servers["transport"]
-        try:
+        servers: dict[str, Server] = {}
+        try:  # every server started is stopped, whatever fails
+            servers["service"] = Server("service", serve, env, work)
+            servers["naive"] = Server("naive", [*uvicorn, "bench.naive_app:app"], env, work)
+            servers["transport"] = Server("transport", [*uvicorn, "bench.serve:transport"], env, work)
+            servers["service-npy"], servers["transport-npy"] = servers["service"], servers["transport"]
             results, rss, parity, warm_count = run_all(args, servers, Load(work), models, x, env)
         finally:
             for s in servers.values():
