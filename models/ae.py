@@ -27,7 +27,7 @@ class Autoencoder(nn.Module):
 
 
 def objective(
-    model: Autoencoder, x: torch.Tensor, reconstruction: str, penalty: str | None, lam: float
+    model: Autoencoder, x: torch.Tensor, reconstruction: str, penalty: str | None, lam: float, trim: float = 0.0
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """J = mean_B l(x, h(x)) + λ·Ω(W)  (SPEC §2; with λ = 0 or no penalty it is SPEC §1's L).
 
@@ -40,7 +40,7 @@ def objective(
         rec = losses.bce_with_logits(x, logits)
     else:
         raise ValueError(f"reconstruction must be 'mse' or 'bce', got {reconstruction!r}")
-    terms = {"reconstruction": rec.mean()}
+    terms = {"reconstruction": losses.trimmed_mean(rec, trim)}
     cost = terms["reconstruction"]
     if penalty is not None and lam > 0:
         terms["penalty"] = lam * losses.weight_penalty([model.encoder, model.decoder], penalty)

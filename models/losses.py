@@ -6,6 +6,8 @@ caller takes the batch mean. Each cites the SPEC equation it implements.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,9 +48,15 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu**2 + logvar.exp() - logvar - 1.0).sum(dim=1)
 
 
-def gaussian_nll(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """SPEC §3, −log p(x|z) for a unit-variance Gaussian decoder: ½ ||x − x̂||², constant dropped. (B,)"""
-    return 0.5 * mse(x, x_hat)
+def gaussian_nll(x: torch.Tensor, x_hat: torch.Tensor, logvar_x: torch.Tensor | None = None) -> torch.Tensor:
+    """SPEC §3, −log p(x|z) for a Gaussian decoder N(x̂, diag(σ²)), the constant ½ log 2π dropped. (B,)
+
+    Unit variance (logvar_x None): ½ ||x − x̂||². Learned variance (logvar_x (F,) or (1,), log σ²):
+    ½ Σ_f [(x_f − x̂_f)² / σ_f² + log σ_f²].
+    """
+    if logvar_x is None:
+        return 0.5 * mse(x, x_hat)
+    return 0.5 * (((x - x_hat) ** 2) * torch.exp(-logvar_x) + logvar_x).sum(dim=1)
 
 
 def negative_elbo(
@@ -58,20 +66,34 @@ def negative_elbo(
     logvar: torch.Tensor,
     likelihood: str,
     beta: float = 1.0,
+    logvar_x: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """SPEC §3: L = −E_z[log p(x|z)] + β·KL(q(z|x) || p(z)) (β = 1 is the ELBO).
 
-    `decoded` is the decoder's mean for a Gaussian likelihood and its logits for a Bernoulli one.
+    `decoded` is the decoder's mean for a Gaussian likelihood and its logits for a Bernoulli one;
+    `logvar_x` the Gaussian's log-variance (None: unit variance).
     Returns (loss, reconstruction, kl), each (B,).
     """
     if likelihood == "gaussian":
-        rec = gaussian_nll(x, decoded)
+        rec = gaussian_nll(x, decoded, logvar_x)
     elif likelihood == "bernoulli":
         rec = bce_with_logits(x, decoded)
     else:
         raise ValueError(f"likelihood must be 'gaussian' or 'bernoulli', got {likelihood!r}")
     kl = gaussian_kl(mu, logvar)
     return rec + beta * kl, rec, kl
+
+
+def trimmed_mean(values: torch.Tensor, trim: float) -> torch.Tensor:
+    """Mean of the per-sample costs without the `trim` share of highest ones. (B,) -> scalar
+
+    Least trimmed squares for the reconstruction costs: the training rows may hold outliers, and a
+    model that fits them too reconstructs them too well to flag them (trim 0 is the plain mean).
+    """
+    if trim <= 0:
+        return values.mean()
+    keep = max(1, math.ceil((1.0 - trim) * values.shape[0]))
+    return torch.topk(values, keep, largest=False, sorted=False).values.mean()
 
 
 def discriminator_loss(logit_real: torch.Tensor, logit_fake: torch.Tensor) -> torch.Tensor:

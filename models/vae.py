@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -10,10 +12,17 @@ from models.networks import Decoder, Encoder
 
 
 class VAE(nn.Module):
-    def __init__(self, n_features: int, hidden: list[int], latent_dim: int, activation: str, likelihood: str):
+    def __init__(
+        self, n_features: int, hidden: list[int], latent_dim: int, activation: str, likelihood: str,
+        noise: str = "unit",
+    ):
         super().__init__()
         output = "sigmoid" if likelihood == "bernoulli" else "identity"
         self.likelihood = likelihood
+        self.noise = noise
+        # Gaussian decoder variance: unit, or learned per feature / shared (log σ², above a floor).
+        width = {"feature": n_features, "shared": 1}.get(noise)
+        self.raw_logvar_x = nn.Parameter(torch.zeros(width)) if width and likelihood == "gaussian" else None
         self.encoder = Encoder(n_features, hidden, latent_dim, activation, variational=True)
         self.decoder = Decoder(latent_dim, hidden[::-1], n_features, activation, output)
 
@@ -31,14 +40,35 @@ class VAE(nn.Module):
         mu, logvar = self.encode(x)
         return self.decode(self.reparameterize(mu, logvar))
 
+    def logvar_x(self) -> torch.Tensor | None:
+        """log σ² of p(x|z), floored smoothly at log(1e-2) (σ ≥ 0.1 model-space units) so that a
+        feature the decoder predicts exactly cannot drive the likelihood to infinity."""
+        if self.raw_logvar_x is None:
+            return None
+        floor = math.log(1e-2)
+        return floor + torch.nn.functional.softplus(self.raw_logvar_x - floor)
+
+    @torch.no_grad()
+    def set_unit_noise(self) -> None:
+        """σ = 1 (log σ² = 0), once σ is folded into the data's scale (training.train.fold_noise)."""
+        if self.raw_logvar_x is not None:
+            floor = math.log(1e-2)
+            self.raw_logvar_x.fill_(floor + math.log(math.expm1(-floor)))  # softplus⁻¹(−floor)
+
     def graphs(self) -> dict[str, nn.Module]:
         return {"encoder": self.encoder, "decoder": self.decoder}
 
 
-def objective(model: VAE, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Batch mean of the negative ELBO (SPEC §3), one reparameterised draw per row."""
+def objective(
+    model: VAE, x: torch.Tensor, beta: float, trim: float = 0.0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Batch mean of the negative ELBO (SPEC §3), one reparameterised draw per row; with `trim`,
+    the mean leaves out that share of the rows with the highest cost (see losses.trimmed_mean)."""
     mu, logvar = model.encode(x)
     z = model.reparameterize(mu, logvar)
     decoded = model.decoder.logits(z) if model.likelihood == "bernoulli" else model.decoder(z)
-    loss, rec, kl = losses.negative_elbo(x, decoded, mu, logvar, model.likelihood, beta)
+    loss, rec, kl = losses.negative_elbo(x, decoded, mu, logvar, model.likelihood, beta, model.logvar_x())
+    if trim > 0:
+        kept = torch.topk(loss, max(1, math.ceil((1.0 - trim) * len(loss))), largest=False).indices
+        loss, rec, kl = loss[kept], rec[kept], kl[kept]
     return loss.mean(), {"reconstruction": rec.mean(), "kl": kl.mean()}

@@ -6,11 +6,17 @@ model's (preprocessed) space so that features on different scales weigh alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
-from training.manifest import Calibration, Preprocessing
+from training.manifest import Calibration, LatentPrior, Preprocessing
 
 EPS = 1e-7
+# The gan's latent search: a fixed bank of latents (NumPy's generator, so that every backend
+# draws the same), decoded by the generator; part of the "gan-latent-search" method's definition.
+GAN_SEARCH_LATENTS = 2048
+GAN_SEARCH_SEED = 0
 
 
 def to_model_space(x: np.ndarray, prep: Preprocessing) -> np.ndarray:
@@ -74,9 +80,95 @@ def vae_score(
     return terms.sum(axis=1) + gaussian_kl(mu, logvar), terms
 
 
+def ae_joint_score(
+    x: np.ndarray, x_hat: np.ndarray, z: np.ndarray, prior: LatentPrior
+) -> tuple[np.ndarray, np.ndarray]:
+    """ae/rae score on standardised data: −log p(x, z) of the autoencoder read as a generative model,
+    z ~ N(mean, C) (the latent Gaussian fitted to the training codes, the one /sample draws from) and
+    x | z ~ N(g(z), σ²I), with σ² the training residual variance, folded into the preprocessing at
+    training time so that σ = 1 here. Constants dropped:
+
+        ½ ||x − x̂||² + ½ (z − mean)ᵀ C⁻¹ (z − mean)
+
+    The first term flags rows the decoder cannot rebuild, the second rows whose code lies far out in
+    the training codes' distribution (rebuilt well, but extreme). Contributions: the per-feature
+    reconstruction terms (the latent term belongs to no single feature).
+    """
+    terms = 0.5 * (x - x_hat) ** 2  # (B, F)
+    mean = np.asarray(prior.mean, dtype=np.float64)
+    chol = np.asarray(prior.cholesky, dtype=np.float64)  # (L, L) lower-triangular, C = chol cholᵀ
+    white = np.linalg.solve(chol, (z.astype(np.float64) - mean).T)  # (L, B)
+    return terms.sum(axis=1) + 0.5 * (white**2).sum(axis=0), terms
+
+
 def gan_score(logit: np.ndarray) -> np.ndarray:
-    """gan score: −log D(x) = softplus(−logit), computed from the logit for stability."""
+    """gan score ("neg-log-discriminator"): −log D(x) = softplus(−logit), computed from the logit.
+
+    A weak anomaly score: once G covers the data's bulk, D is unsure there and confident nowhere
+    in particular elsewhere; on the ODDS benchmark it ranks outliers *below* inliers. Kept for
+    artifacts calibrated with it; new gans use `gan_search_score`.
+    """
     return softplus(-logit.reshape(-1))
+
+
+def gan_search_latents(latent_dim: int) -> np.ndarray:
+    """The fixed latent bank of the "gan-latent-search" method: (GAN_SEARCH_LATENTS, L) float32."""
+    rng = np.random.default_rng(GAN_SEARCH_SEED)
+    return rng.standard_normal((GAN_SEARCH_LATENTS, latent_dim)).astype(np.float32)
+
+
+def gan_search_score(x: np.ndarray, generated: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """gan score ("gan-latent-search"): reconstruction through a latent search, min_z ||x − G(z)||² / F,
+    the search an enumeration of the fixed bank (`generated` = G(gan_search_latents(L)), (K, F)).
+
+    AnoGAN's residual score (Schlegl et al. 2017) without its gradient descent, which the exported
+    graphs cannot do: a row far from everything the generator makes is anomalous. Returns (scores
+    (B,), contributions (B, F): the per-feature squared residual to the nearest generated row, / F).
+    """
+    g = generated.astype(np.float32)
+    g_sq = (g**2).sum(axis=1)  # (K,)
+    nearest = np.empty(len(x), dtype=np.int64)
+    for start in range(0, len(x), chunk):  # (chunk, K) distances at a time: bounded memory
+        xb = x[start : start + chunk].astype(np.float32)
+        d2 = (xb**2).sum(axis=1, keepdims=True) - 2.0 * xb @ g.T + g_sq  # (b, K)
+        nearest[start : start + chunk] = d2.argmin(axis=1)
+    terms = (x - g[nearest]) ** 2 / x.shape[1]  # (B, F), exact (no cancellation) for the chosen row
+    return terms.sum(axis=1), terms
+
+
+# ----- the score a manifest names --------------------------------------------------------------
+# Graph runner: (role, input) -> the graph's outputs in the manifest's order.
+RunGraph = Callable[[str, np.ndarray], Sequence[np.ndarray]]
+METHODS = (
+    "reconstruction-mse", "reconstruction-bce", "ae-joint-gaussian",
+    "negative-elbo-gaussian-posterior-mean", "negative-elbo-bernoulli-posterior-mean",
+    "neg-log-discriminator", "gan-latent-search",
+)
+
+
+def anomaly_scores(
+    method: str, run: RunGraph, x: np.ndarray, latent_dim: int, latent_prior: LatentPrior | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Scores (B,) and per-feature contributions (B, F) or None of model-space rows `x`, by the
+    calibration method a manifest names (`manifest.calibration.method`): the one place that turns
+    graph outputs into scores, for the export's calibration and for the service alike."""
+    if method in ("reconstruction-mse", "reconstruction-bce"):
+        x_hat = run("decoder", run("encoder", x)[0])[0]
+        return ae_score(x, x_hat, method.removeprefix("reconstruction-"))
+    if method == "ae-joint-gaussian":
+        if latent_prior is None:
+            raise ValueError("the ae-joint-gaussian score needs the manifest's latent_prior")
+        z = run("encoder", x)[0]
+        return ae_joint_score(x, run("decoder", z)[0], z, latent_prior)
+    if method.startswith("negative-elbo-"):
+        likelihood = method.split("-")[2]
+        mu, logvar = run("encoder", x)[:2]
+        return vae_score(x, run("decoder", mu)[0], mu, logvar, likelihood)
+    if method == "neg-log-discriminator":
+        return gan_score(run("discriminator", x)[0]), None
+    if method == "gan-latent-search":
+        return gan_search_score(x, run("generator", gan_search_latents(latent_dim))[0])
+    raise ValueError(f"unknown anomaly score method {method!r}: expected one of {', '.join(METHODS)}")
 
 
 def calibrate(

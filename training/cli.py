@@ -36,29 +36,45 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("kind", help=f"model kind: {', '.join(KINDS)}")
     t.add_argument("--data", default="digits", help="'digits' (bundled) or a .csv/.npy/.npz file")
     t.add_argument("--name", required=True, help="model name in the repository")
-    t.add_argument("--models", default=None, help="model repository (default $LATENTSERVE_MODELS or ./model_repository)")
+    t.add_argument(
+        "--models", default=None, help="model repository (default $LATENTSERVE_MODELS or ./model_repository)"
+    )
     t.add_argument("--runs", default="runs", help="folder for run folders (checkpoint, metrics, plots)")
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     for opt, typ, help_ in [
-        ("epochs", int, "maximum epochs (early stopping usually ends sooner)"),
-        ("patience", int, "epochs without validation improvement before stopping"),
-        ("batch-size", int, "rows per batch"), ("lr", float, "learning rate η"),
-        ("optimizer", str, "adam or sgd"), ("seed", int, "random seed (same seed and data → same weights)"),
+        ("epochs", int, "epochs (default: a budget of gradient steps, whatever the row count)"),
+        ("patience", int, "epochs without validation improvement before stopping (default: no early stop)"),
+        ("batch-size", int, "rows per batch"),
+        ("lr", float, "learning rate η"),
+        ("optimizer", str, "adam or sgd"),
+        ("seed", int, "random seed (same seed and data → same weights)"),
         ("val-fraction", float, "fraction of rows held out"),
         ("contamination", float, "expected outlier share; sets the default anomaly threshold"),
-        ("device", str, "auto, cpu or cuda"), ("threads", int, "torch CPU threads"),
+        ("device", str, "auto, cpu or cuda"),
+        ("threads", int, "torch CPU threads"),
         ("latent-dim", int, "latent size (default: from the feature count)"),
         ("activation", str, "relu, tanh, leaky_relu, elu or gelu"),
-        ("scaling", str, "auto, standard, minmax or none"),
-        ("reconstruction", str, "ae/rae: mse or bce"), ("penalty", str, "rae: l1 or l2"),
-        ("lam", float, "rae: penalty weight λ"), ("likelihood", str, "vae: gaussian or bernoulli"),
+        ("scaling", str, "auto, standard, robust, minmax or none"),
+        ("reconstruction", str, "ae/rae: mse or bce"),
+        ("penalty", str, "rae: l1 or l2"),
+        ("lam", float, "rae: penalty weight λ"),
+        ("likelihood", str, "vae: gaussian or bernoulli"),
         ("beta", float, "vae: KL weight β"),
+        ("trim", float, "ae/rae/vae: share of each batch's costliest rows left out (default: --contamination)"),
+        ("noise", str, "vae: σ of p(x|z): unit, shared or feature (default: feature on standardised data)"),
+        ("score", str, "anomaly score: ae/rae joint or reconstruction, gan search or discriminator"),
     ]:
         dest = opt.replace("-", "_")
         t.add_argument(f"--{opt}", type=typ, default=defaults[dest], help=help_)
-    t.add_argument("--hidden", type=_hidden, default=None, help="hidden sizes, e.g. 128,64 (default: from the feature count)")
-    t.add_argument("--no-spectral-norm", dest="spectral_norm", action="store_false",
-                   help="gan: train D without spectral normalisation")
+    t.add_argument(
+        "--hidden", type=_hidden, default=None, help="hidden sizes, e.g. 128,64 (default: from the feature count)"
+    )
+    t.add_argument(
+        "--no-spectral-norm",
+        dest="spectral_norm",
+        action="store_false",
+        help="gan: train D without spectral normalisation",
+    )
     t.add_argument("--allow-constant", action="store_true", help="keep zero-variance columns instead of refusing")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -91,8 +107,10 @@ def _train(args) -> int:
     from training.manifest import valid_name
 
     if not valid_name(args.name):
-        print(f"latentserve train: error: --name must be letters, digits, '_', '.', '-' (got {args.name!r})",
-              file=sys.stderr)
+        print(
+            f"latentserve train: error: --name must be letters, digits, '_', '.', '-' (got {args.name!r})",
+            file=sys.stderr,
+        )
         return 2
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     values["models"] = args.models or _models_default()

@@ -8,6 +8,13 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 KINDS = ("ae", "rae", "vae", "gan")
+# Default training length in gradient steps, whatever the row count (bench/anomaly_results.md): on
+# the ODDS sets 3000 steps score as well as 6000, and keep a 29k-row set to seconds; the vae gets
+# 6000 (equal scores there) because its Bernoulli fit of digits needs them. A gan step is two
+# updates (D, then G) and gains little past 1500.
+STEP_BUDGET = {"ae": 3000, "rae": 3000, "vae": 6000, "gan": 1500}
+SCORES = {"ae": ("joint", "reconstruction"), "rae": ("joint", "reconstruction"), "vae": ("elbo",),
+          "gan": ("search", "discriminator")}
 
 
 class ConfigError(ValueError):
@@ -21,8 +28,10 @@ class TrainConfig:
     data: str = "digits"
     models: str = "model_repository"
     runs: str = "runs"
-    epochs: int = 200  # an upper bound: early stopping ends most runs long before
-    patience: int = 15  # epochs without a better validation loss before stopping
+    epochs: int | None = None  # None: STEP_BUDGET gradient steps, as epochs of this data's batches
+    patience: int | None = None  # epochs without a better validation loss before stopping; None: run
+    # all epochs (the best validation epoch is restored either way: on tabular data with outliers,
+    # scores keep improving after the validation cost flattens)
     batch_size: int = 64
     lr: float = 1e-3
     optimizer: str = "adam"  # or "sgd": the notes' θ ← θ − η∇J
@@ -40,6 +49,15 @@ class TrainConfig:
     lam: float = 1e-5  # rae: λ of λ·Ω(W); Ω sums over all weights, so λ is small
     likelihood: str | None = None  # vae: gaussian | bernoulli; None: bernoulli for image data
     beta: float = 1.0  # vae: weight of the KL term (1 = the ELBO)
+    # ae/rae/vae: share of each batch's highest-cost rows left out of its cost (losses.trimmed_mean),
+    # None: the contamination. Training rows may hold outliers; a model that fits them scores them low.
+    trim: float | None = None
+    # vae, gaussian: σ of p(x|z) = N(x̂, diag σ²): unit, or learned (shared, per feature); None: feature
+    # for standardised data (σ is folded into the scaling at the end, see train.fold_noise), else unit
+    noise: str | None = None
+    # anomaly score: ae/rae joint (reconstruction + latent Mahalanobis, standardised data) or
+    # reconstruction; vae elbo; gan search (latent search through G) or discriminator (−log D(x))
+    score: str | None = None
     spectral_norm: bool = True  # gan: spectral normalisation of D's layers (see models/networks.py)
     allow_constant: bool = False  # keep zero-variance columns (scale 1) instead of refusing
     extra: dict[str, Any] = field(default_factory=dict)
@@ -60,8 +78,10 @@ class TrainConfig:
             d["hidden"] = tuple(d["hidden"])
         return cls(**d)
 
-    def resolve(self, n_features: int, is_image: bool) -> TrainConfig:
-        """Fill the data-dependent defaults and check every choice; returns a new frozen config."""
+    def resolve(self, n_features: int, is_image: bool, n_train: int | None = None) -> TrainConfig:
+        """Fill the data-dependent defaults and check every choice; returns a new frozen config.
+
+        `n_train`: the training rows (after the validation split), for the default epochs."""
         self.check()
         width = min(256, max(32, 2 ** math.ceil(math.log2(max(n_features, 2)))))
         hidden = self.hidden or (width, width // 2)
@@ -74,9 +94,24 @@ class TrainConfig:
         if scaling == "auto":
             wants_unit = self.reconstruction == "bce" or likelihood == "bernoulli"
             scaling = "image" if is_image else ("minmax" if wants_unit else "standard")
+        unscaled_out = scaling in ("standard", "robust", "none")  # no clipping: σ folds into the scale
+        gaussian = (self.kind in ("ae", "rae") and self.reconstruction == "mse") or likelihood == "gaussian"
+        noise = self.noise or ("feature" if self.kind == "vae" and gaussian and unscaled_out else "unit")
+        score = self.score or {"vae": "elbo", "gan": "search"}.get(
+            self.kind, "joint" if gaussian and unscaled_out else "reconstruction")
+        if noise != "unit" and not (self.kind == "vae" and gaussian and unscaled_out):
+            raise ConfigError(f"--noise {noise} needs a vae with a gaussian likelihood on standard, robust "
+                              f"or no scaling (it folds into the scale), not {self.kind} with {scaling} scaling")
+        if score == "joint" and not (gaussian and unscaled_out):
+            raise ConfigError(f"--score joint needs mse on standard, robust or no scaling, not {scaling} scaling")
+        epochs = self.epochs
+        if epochs is None:
+            batches = max(1, (n_train or self.batch_size) // self.batch_size)
+            epochs = math.ceil(STEP_BUDGET[self.kind] / batches)
         return replace(
             self, hidden=tuple(hidden), latent_dim=latent, activation=activation,
-            likelihood=likelihood, scaling=scaling,
+            likelihood=likelihood, scaling=scaling, epochs=epochs, patience=self.patience or epochs,
+            trim=self.contamination if self.trim is None else self.trim, noise=noise, score=score,
         )
 
     def check(self) -> None:
@@ -85,8 +120,8 @@ class TrainConfig:
                 raise ConfigError(msg)
 
         need(self.kind in KINDS, f"unknown kind {self.kind!r}: expected one of {', '.join(KINDS)}")
-        need(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
-        need(self.patience >= 1, f"--patience must be at least 1, got {self.patience}")
+        need(self.epochs is None or self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
+        need(self.patience is None or self.patience >= 1, f"--patience must be at least 1, got {self.patience}")
         need(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         need(self.lr > 0, f"--lr must be positive, got {self.lr}")
         need(self.optimizer in ("adam", "sgd"), f"--optimizer must be adam or sgd, got {self.optimizer!r}")
@@ -96,13 +131,18 @@ class TrainConfig:
         need(self.threads >= 1, f"--threads must be at least 1, got {self.threads}")
         need(self.hidden is None or all(h >= 1 for h in self.hidden), f"--hidden sizes must be positive, got {self.hidden}")
         need(self.latent_dim is None or self.latent_dim >= 1, f"--latent-dim must be positive, got {self.latent_dim}")
-        need(self.scaling in ("auto", "standard", "minmax", "image", "none"),
-             f"--scaling must be auto, standard, minmax or none, got {self.scaling!r}")
+        need(self.scaling in ("auto", "standard", "robust", "minmax", "image", "none"),
+             f"--scaling must be auto, standard, robust, minmax or none, got {self.scaling!r}")
         need(self.reconstruction in ("mse", "bce"), f"--reconstruction must be mse or bce, got {self.reconstruction!r}")
         need(self.penalty in ("l1", "l2"), f"--penalty must be l1 or l2, got {self.penalty!r}")
         need(self.lam >= 0, f"--lam must be non-negative, got {self.lam}")
         need(self.likelihood in (None, "gaussian", "bernoulli"),
              f"--likelihood must be gaussian or bernoulli, got {self.likelihood!r}")
+        need(self.trim is None or 0 <= self.trim < 0.5, f"--trim must be in [0, 0.5), got {self.trim}")
+        need(self.noise in (None, "unit", "shared", "feature"),
+             f"--noise must be unit, shared or feature, got {self.noise!r}")
+        need(self.score is None or self.score in SCORES[self.kind],
+             f"--score for {self.kind} must be {' or '.join(SCORES.get(self.kind, ()))}, got {self.score!r}")
         need(self.beta >= 0, f"--beta must be non-negative, got {self.beta}")
         need(self.kind in ("ae", "rae") or self.reconstruction == "mse",
              f"--reconstruction applies to ae and rae, not {self.kind}")

@@ -152,6 +152,9 @@ def fit_preprocessing(ds: Dataset, x_train: np.ndarray, scaling: str, allow_cons
         offset = x_train.mean(axis=0, dtype=np.float64)
         scale = x_train.std(axis=0, dtype=np.float64)
         method = "standardize"
+    elif scaling == "robust":
+        offset, scale = robust_location_scale(x_train)
+        method = "standardize"
     else:
         offset = x_train.min(axis=0).astype(np.float64)
         scale = x_train.max(axis=0).astype(np.float64) - offset
@@ -169,6 +172,15 @@ def fit_preprocessing(ds: Dataset, x_train: np.ndarray, scaling: str, allow_cons
         method=method, offset=[float(v) for v in offset], scale=[float(v) for v in scale],
         clip=method == "minmax",
     )
+
+
+def robust_location_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median and IQR / 1.349 (the standard deviation for Gaussian data) per column, so that
+    the outliers among the training rows do not set the scale; the standard deviation where
+    the IQR is zero (columns that are mostly one value)."""
+    q1, median, q3 = np.percentile(x.astype(np.float64), [25, 50, 75], axis=0)
+    scale = (q3 - q1) / 1.349
+    return median, np.where(scale > 0, scale, x.std(axis=0, dtype=np.float64))
 
 
 def check_unit_range(x_model: np.ndarray, source: str) -> None:

@@ -82,8 +82,9 @@ def export_checkpoint(ckpt: dict, models_dir: Path, name: str | None = None) -> 
         graphs = {}
         for role, module in model.graphs().items():
             graphs[role] = _export_graph(cfg.kind, role, module, _golden(cfg, role, model, x_val), tmp)
-        scores = _calibration_scores(cfg, graphs, tmp, x_val)
         method, description = _score_method(cfg)
+        prior = LatentPrior(**ckpt["latent_prior"]) if ckpt.get("latent_prior") else None
+        scores = _calibration_scores(method, cfg, graphs, tmp, x_val, prior)
         manifest_fields = dict(
             name=name,
             kind=cfg.kind,
@@ -96,7 +97,7 @@ def export_checkpoint(ckpt: dict, models_dir: Path, name: str | None = None) -> 
             preprocessing=Preprocessing(**ckpt["preprocessing"]),
             graphs=graphs,
             calibration=scoring.calibrate(scores, cfg.contamination, method, description),
-            latent_prior=LatentPrior(**ckpt["latent_prior"]) if ckpt.get("latent_prior") else None,
+            latent_prior=prior,
             training=cfg.to_dict(),
             metrics=ckpt["metrics"],
             data=ckpt["data"],
@@ -113,12 +114,24 @@ def _likelihood(cfg: TrainConfig) -> str:
 
 
 def _score_method(cfg: TrainConfig) -> tuple[str, str]:
+    """The score's name (service.scoring.anomaly_scores computes it) and a one-line description.
+    Checkpoints from before `score` existed get the scores they were made with."""
+    if cfg.kind in ("ae", "rae") and cfg.score == "joint":
+        return "ae-joint-gaussian", (
+            "½‖x − x̂‖² + ½ Mahalanobis²(z) under the latent Gaussian, in model space scaled so that "
+            "the training residual has unit variance"
+        )
     if cfg.kind in ("ae", "rae"):
         return f"reconstruction-{cfg.reconstruction}", "mean per-feature reconstruction error in model space"
     if cfg.kind == "vae":
         return (
             f"negative-elbo-{cfg.likelihood}-posterior-mean",
             "negative ELBO with z = mu (deterministic): reconstruction term of x̂ = g(mu) plus closed-form KL",
+        )
+    if cfg.score == "search":
+        return "gan-latent-search", (
+            f"min over {scoring.GAN_SEARCH_LATENTS} fixed latents z of ‖x − G(z)‖² / F: reconstruction "
+            "through a latent search"
         )
     return "neg-log-discriminator", "−log D(x) from the discriminator's logit"
 
@@ -191,20 +204,15 @@ def _check_parity(role, module, onnx_path, ts_path, golden, out_names) -> None:
                     )
 
 
-def _calibration_scores(cfg: TrainConfig, graphs: dict, folder: Path, x_val: np.ndarray) -> np.ndarray:
-    """Each held-out row's anomaly score, computed from the exported ONNX graphs (as the service does)."""
+def _calibration_scores(
+    method: str, cfg: TrainConfig, graphs: dict, folder: Path, x_val: np.ndarray, prior: LatentPrior | None
+) -> np.ndarray:
+    """Each held-out row's anomaly score, from the exported ONNX graphs by the service's own code."""
     def run(role: str, x: np.ndarray) -> list[np.ndarray]:
         spec = graphs[role]["onnx"]
         return onnx_session(folder / spec.file).run([o.name for o in spec.outputs], {spec.inputs[0].name: x})
 
-    if cfg.kind == "gan":
-        return scoring.gan_score(run("discriminator", x_val)[0])
-    if cfg.kind == "vae":
-        mu, logvar = run("encoder", x_val)
-        x_hat = run("decoder", mu)[0]
-        return scoring.vae_score(x_val, x_hat, mu, logvar, cfg.likelihood)[0]
-    z = run("encoder", x_val)[0]
-    return scoring.ae_score(x_val, run("decoder", z)[0], cfg.reconstruction)[0]
+    return scoring.anomaly_scores(method, run, x_val, cfg.latent_dim, prior)[0]
 
 
 def _library_versions() -> dict[str, str]:

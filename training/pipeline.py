@@ -19,7 +19,7 @@ from training import data as data_mod
 from training import plots
 from training.config import ConfigError, TrainConfig
 from training.export import export_checkpoint
-from training.train import Fit, fit
+from training.train import Fit, fit, fold_noise
 
 log = logging.getLogger("latentserve.training")
 
@@ -35,8 +35,8 @@ def prepare(cfg: TrainConfig):
     """Load and check the data, resolve the config, split and scale: returns (cfg, ds, prep, x_train, x_val)."""
     cfg.check()
     ds = data_mod.load(cfg.data)
-    cfg = cfg.resolve(ds.x.shape[1], ds.is_image)
     x_train_raw, x_val_raw = data_mod.split(ds.x, cfg.val_fraction, cfg.seed)
+    cfg = cfg.resolve(ds.x.shape[1], ds.is_image, len(x_train_raw))
     if len(x_train_raw) < cfg.batch_size:
         raise data_mod.DataError(
             f"{ds.source}: {len(x_train_raw)} training rows after the validation split, fewer than one "
@@ -56,6 +56,7 @@ def run(cfg: TrainConfig, progress: bool = True) -> RunResult:
     cfg, ds, prep, x_train, x_val = prepare(cfg)
     log.info("training %s", json.dumps(cfg.to_dict()))
     result = fit(cfg, x_train, x_val, progress=progress)
+    prep, x_train, x_val = fold_noise(cfg, result, prep, x_train, x_val)
     metrics = evaluate(cfg, result, x_train, x_val)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     run_dir = Path(cfg.runs) / f"{cfg.name}-{stamp}-seed{cfg.seed}"

@@ -6,7 +6,7 @@ its epochs (adversarial losses are no convergence criterion) and keeps its final
 
 from __future__ import annotations
 
-import copy
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,8 +14,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from models import ae, gan, vae
+from models import ae, gan, losses, vae
 from training.config import TrainConfig
+from training.manifest import Preprocessing
 
 
 def build_model(cfg: TrainConfig, n_features: int) -> nn.Module:
@@ -24,7 +25,7 @@ def build_model(cfg: TrainConfig, n_features: int) -> nn.Module:
     builders = {
         "ae": lambda: ae.Autoencoder(n_features, hidden, cfg.latent_dim, cfg.activation, cfg.output_activation),
         "rae": lambda: ae.Autoencoder(n_features, hidden, cfg.latent_dim, cfg.activation, cfg.output_activation),
-        "vae": lambda: vae.VAE(n_features, hidden, cfg.latent_dim, cfg.activation, cfg.likelihood),
+        "vae": lambda: vae.VAE(n_features, hidden, cfg.latent_dim, cfg.activation, cfg.likelihood, cfg.noise),
         "gan": lambda: gan.GAN(
             n_features, hidden, cfg.latent_dim, cfg.activation, cfg.output_activation, cfg.spectral_norm
         ),
@@ -43,15 +44,15 @@ def pick_device(requested: str) -> torch.device:
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr)  # θ ← θ − η∇J (SPEC §2)
-    return torch.optim.Adam(params, lr=cfg.lr)
+    return torch.optim.Adam(params, lr=cfg.lr, foreach=True)  # one fused update per step: ~2x faster on CPU
 
 
 def cost(model: nn.Module, cfg: TrainConfig, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The kind's training cost on one batch (scalar) and its terms."""
     if cfg.kind == "vae":
-        return vae.objective(model, x, cfg.beta)
+        return vae.objective(model, x, cfg.beta, cfg.trim)
     penalty = cfg.penalty if cfg.kind == "rae" else None
-    return ae.objective(model, x, cfg.reconstruction, penalty, cfg.lam)
+    return ae.objective(model, x, cfg.reconstruction, penalty, cfg.lam, cfg.trim)
 
 
 @dataclass
@@ -77,7 +78,7 @@ def fit(cfg: TrainConfig, x_train: np.ndarray, x_val: np.ndarray, progress: bool
 
     opt = make_optimizer(cfg, model.parameters())
     result = Fit(model)
-    best, best_state, waited = float("inf"), copy.deepcopy(model.state_dict()), 0
+    best, best_state, waited = float("inf"), _copy_state(model), 0
     for epoch in bar:
         model.train()
         sums: dict[str, float] = {}
@@ -96,7 +97,7 @@ def fit(cfg: TrainConfig, x_train: np.ndarray, x_val: np.ndarray, progress: bool
         result.history.append(row)
         bar.set_postfix({k.replace("train_", ""): f"{v:.4g}" for k, v in row.items() if k != "epoch"})
         if val["val_loss"] < best - 1e-6 * abs(best) or epoch == 1:
-            best, best_state, waited, result.best_epoch = val["val_loss"], copy.deepcopy(model.state_dict()), 0, epoch
+            best, best_state, waited, result.best_epoch = val["val_loss"], _copy_state(model), 0, epoch
         else:
             waited += 1
             if waited >= cfg.patience:
@@ -105,6 +106,51 @@ def fit(cfg: TrainConfig, x_train: np.ndarray, x_val: np.ndarray, progress: bool
     model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@torch.no_grad()
+def noise_scale(cfg: TrainConfig, model: nn.Module, x_train: np.ndarray) -> np.ndarray | None:
+    """σ (F,) of the Gaussian p(x|z) = N(x̂, diag σ²) in model space, where the score needs one:
+    the vae's learned σ, or for the ae/rae joint score the RMS residual over all training rows (the
+    maximum-likelihood σ of the fitted decoder; over the trimmed rows only, σ comes out smaller, the
+    latent term weighs less, and the scores are worse). None where nothing is to be folded."""
+    n_features = x_train.shape[1]
+    if cfg.kind == "vae" and cfg.noise != "unit":
+        return torch.exp(0.5 * model.logvar_x()).expand(n_features).double().numpy()
+    if cfg.kind in ("ae", "rae") and cfg.score == "joint":
+        xt = torch.from_numpy(x_train)
+        return np.full(n_features, math.sqrt(losses.mse(xt, model(xt)).mean().item() / n_features))
+    return None
+
+
+@torch.no_grad()
+def fold_noise(
+    cfg: TrainConfig, result: Fit, prep: Preprocessing, x_train: np.ndarray, x_val: np.ndarray
+) -> tuple[Preprocessing, np.ndarray, np.ndarray]:
+    """Fold σ into the scaling, so that the exported graphs work in x' = x / σ, where p(x'|z) has
+    unit variance and the scores need no σ: the scale becomes scale·σ, the encoder's first layer
+    takes W·diag(σ), the decoder's last layer returns its output / σ. Same model, same z; the
+    training-space checkpoint of the weights is not kept. Like the spectral-norm bake, it turns a
+    training-time parameter into plain weights. Returns the new scaling and model-space rows."""
+    sigma = noise_scale(cfg, result.model, x_train)
+    if sigma is None:
+        return prep, x_train, x_val
+    model = result.model
+    s = torch.from_numpy(sigma).float()  # (F,)
+    first = model.encoder.net[0]
+    last = model.decoder.net[-1]
+    first.weight.mul_(s)  # (H, F) · diag(σ)
+    last.weight.div_(s[:, None])  # diag(1/σ) · (F, H)
+    last.bias.div_(s)
+    if cfg.kind == "vae":
+        model.set_unit_noise()
+    prep = prep.model_copy(update={"scale": [float(a * b) for a, b in zip(prep.scale, sigma)]})
+    inv = (1.0 / sigma).astype(np.float32)
+    return prep, x_train * inv, x_val * inv
 
 
 @torch.no_grad()
@@ -119,7 +165,7 @@ def _validation_cost(model: nn.Module, cfg: TrainConfig, xv: torch.Tensor) -> di
 
 def _fit_gan(cfg: TrainConfig, model: nn.Module, xt, xv, gen: torch.Generator, bar) -> Fit:
     # Adam with β1 = 0.5 is the DCGAN recipe: momentum 0.9 makes the two players oscillate.
-    make = (lambda p: torch.optim.Adam(p, lr=cfg.lr, betas=(0.5, 0.999))) if cfg.optimizer == "adam" else (
+    make = (lambda p: torch.optim.Adam(p, lr=cfg.lr, betas=(0.5, 0.999), foreach=True)) if cfg.optimizer == "adam" else (
         lambda p: torch.optim.SGD(p, lr=cfg.lr))
     opt_d, opt_g = make(model.discriminator.parameters()), make(model.generator.parameters())
     result = Fit(model)
