@@ -107,14 +107,21 @@ def _double(*shape, low=None):
     "name, fn, make_inputs",
     [
         ("mse", losses.mse, lambda: (_double(3, 4), _double(3, 4))),
-        ("bce", losses.bce, lambda: (_double(3, 4, low="unit"), (0.1 + 0.8 * torch.rand(3, 4, dtype=torch.float64)).requires_grad_())),
+        (
+            "bce",
+            losses.bce,
+            lambda: (_double(3, 4, low="unit"), (0.1 + 0.8 * torch.rand(3, 4, dtype=torch.float64)).requires_grad_()),
+        ),
         ("bce_with_logits", losses.bce_with_logits, lambda: (_double(3, 4, low="unit"), _double(3, 4))),
         ("gaussian_kl", losses.gaussian_kl, lambda: (_double(3, 2), _double(3, 2))),
         ("gaussian_nll", losses.gaussian_nll, lambda: (_double(3, 4), _double(3, 4))),
         ("discriminator_loss", losses.discriminator_loss, lambda: (_double(3, 1), _double(3, 1))),
         ("generator_loss", losses.generator_loss, lambda: (_double(3, 1),)),
-        ("negative_elbo", lambda x, xh, m, lv: losses.negative_elbo(x, xh, m, lv, "bernoulli")[0],
-         lambda: (_double(3, 4, low="unit"), _double(3, 4), _double(3, 2), _double(3, 2))),
+        (
+            "negative_elbo",
+            lambda x, xh, m, lv: losses.negative_elbo(x, xh, m, lv, "bernoulli")[0],
+            lambda: (_double(3, 4, low="unit"), _double(3, 4), _double(3, 2), _double(3, 2)),
+        ),
     ],
 )
 def test_cost_passes_gradcheck(name, fn, make_inputs):
@@ -132,7 +139,10 @@ def test_weight_penalty_passes_gradcheck(norm):
         return losses.weight_penalty([nn.Sequential(*layers)], norm)
 
     torch.manual_seed(4)
-    inputs = (torch.randn(3, 2, dtype=torch.float64).requires_grad_(), torch.randn(2, 3, dtype=torch.float64).requires_grad_())
+    inputs = (
+        torch.randn(3, 2, dtype=torch.float64).requires_grad_(),
+        torch.randn(2, 3, dtype=torch.float64).requires_grad_(),
+    )
     assert torch.autograd.gradcheck(penalty, inputs)
 
 

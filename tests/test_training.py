@@ -22,8 +22,14 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     results = {}
     for kind, epochs in EPOCHS.items():
-        cfg = TrainConfig(kind=kind, name=f"digits-{kind}", models=str(root / "models"), runs=str(root / "runs"),
-                          epochs=epochs, **FAST.get(kind, {}))
+        cfg = TrainConfig(
+            kind=kind,
+            name=f"digits-{kind}",
+            models=str(root / "models"),
+            runs=str(root / "runs"),
+            epochs=epochs,
+            **FAST.get(kind, {}),
+        )
         results[kind] = pipeline.run(cfg, progress=False)
     return results
 
@@ -79,8 +85,9 @@ def test_training_gan_logs_adversarial_terms(trained):
 def test_training_same_seed_gives_identical_weights(tmp_path, kind):
     runs = []
     for i in range(2):
-        cfg = TrainConfig(kind=kind, name="det", models=str(tmp_path / f"m{i}"), runs=str(tmp_path / f"r{i}"),
-                          epochs=3, seed=7)
+        cfg = TrainConfig(
+            kind=kind, name="det", models=str(tmp_path / f"m{i}"), runs=str(tmp_path / f"r{i}"), epochs=3, seed=7
+        )
         runs.append(pipeline.run(cfg, progress=False))
     a, b = (torch.load(r.run_dir / "checkpoint.pt", weights_only=True) for r in runs)
     for k in a["state_dict"]:
@@ -93,8 +100,9 @@ def test_training_same_seed_gives_identical_weights(tmp_path, kind):
 def test_training_other_seed_gives_other_weights(tmp_path):
     ckpts = []
     for seed in (1, 2):
-        cfg = TrainConfig(kind="ae", name="s", models=str(tmp_path / "m"), runs=str(tmp_path / f"r{seed}"),
-                          epochs=2, seed=seed)
+        cfg = TrainConfig(
+            kind="ae", name="s", models=str(tmp_path / "m"), runs=str(tmp_path / f"r{seed}"), epochs=2, seed=seed
+        )
         ckpts.append(torch.load(pipeline.run(cfg, progress=False).run_dir / "checkpoint.pt", weights_only=True))
     key = next(iter(ckpts[0]["state_dict"]))
     assert not torch.equal(ckpts[0]["state_dict"][key], ckpts[1]["state_dict"][key])
@@ -107,8 +115,9 @@ def test_training_tabular_csv_standardises_and_round_trips(tmp_path):
     path = tmp_path / "table.csv"
     header = ",".join(f"f{i}" for i in range(12))
     np.savetxt(path, x, delimiter=",", header=header, comments="")
-    cfg = TrainConfig(kind="ae", name="tab", data=str(path), models=str(tmp_path / "m"), runs=str(tmp_path / "r"),
-                      epochs=60)
+    cfg = TrainConfig(
+        kind="ae", name="tab", data=str(path), models=str(tmp_path / "m"), runs=str(tmp_path / "r"), epochs=60
+    )
     result = pipeline.run(cfg, progress=False)
     manifest = Manifest.read(result.artifact)
     assert manifest.feature_names == header.split(",")

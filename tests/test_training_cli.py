@@ -77,8 +77,18 @@ def test_cli_train_refuses_fewer_rows_than_a_batch(tmp_path, capsys):
 
 def test_cli_train_refuses_bce_outside_unit_range(tmp_path, capsys):
     np.save(tmp_path / "wide.npy", np.random.default_rng(0).normal(size=(300, 4)) * 10)
-    code = _train(tmp_path, "ae", "--data", str(tmp_path / "wide.npy"), "--name", "x",
-                  "--reconstruction", "bce", "--scaling", "none")
+    code = _train(
+        tmp_path,
+        "ae",
+        "--data",
+        str(tmp_path / "wide.npy"),
+        "--name",
+        "x",
+        "--reconstruction",
+        "bce",
+        "--scaling",
+        "none",
+    )
     _assert_refused(tmp_path, capsys, code, "need data in [0, 1]")
 
 
@@ -99,8 +109,22 @@ def test_cli_train_refuses_bad_option_value(tmp_path, capsys):
 
 def test_cli_train_refuses_unknown_option(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "training.cli", "train", "ae", "--name", "x", "--models", str(tmp_path / "m"),
-         "--colour", "blue"], capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "training.cli",
+            "train",
+            "ae",
+            "--name",
+            "x",
+            "--models",
+            str(tmp_path / "m"),
+            "--colour",
+            "blue",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "unrecognized arguments: --colour blue" in proc.stderr

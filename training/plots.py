@@ -28,8 +28,9 @@ def save_all(run_dir: Path, cfg, ds, result, x_val: np.ndarray, prep) -> None:
             out = model.encoder(torch.from_numpy(x_val[:n]))
             z_in = out[0] if isinstance(out, tuple) else out
             recon = model.decoder(z_in).numpy()
-            grid(run_dir / "reconstructions.png", [x_val[:n], recon], ds.image_shape, prep,
-                 ["inputs", "reconstructions"])
+            grid(
+                run_dir / "reconstructions.png", [x_val[:n], recon], ds.image_shape, prep, ["inputs", "reconstructions"]
+            )
             if cfg.kind == "vae":
                 z = torch.randn(32, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed))
             else:
