@@ -2,70 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from service.schemas import DIGIT_0, DIGIT_1
+from tests.live_server import LiveServer, free_port, latentserve
 
 ROW = [float(v) for v in DIGIT_0]
-START_TIMEOUT_S = 60
-
-
-def latentserve() -> list[str]:
-    """The installed console script when there is one, else the same entry point through -m."""
-    script = Path(sys.executable).with_name("latentserve")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "service"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, models: Path, log: Path, *flags: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        command = [*latentserve(), "serve", "--models", str(models), "--port", str(self.port), *flags]
-        environment = {**os.environ, "LATENTSERVE_THREADS": "1", **(env or {})}
-        with open(log, "wb") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environment)
-        self.client = httpx.Client(base_url=self.url, timeout=10)
-
-    def wait(self, path: str = "/readyz", status: int = 200) -> httpx.Response:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"server exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                r = self.client.get(path)
-                if r.status_code == status:
-                    return r
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"{path} never answered {status}:\n{self.output()}")
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> int:
-        self.client.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=20)
+Server = LiveServer  # one real-process helper for every test that needs a server
 
 
 @pytest.fixture(scope="module")
