@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from service.backends import Backend, Graph
 from service.errors import InvalidInput, NotSupported
-from service.scoring import ae_score, gan_score, percentiles, to_model_space, to_raw_space, vae_score
+from service.scoring import anomaly_scores, percentiles, to_model_space, to_raw_space
 from training.manifest import KIND_GRAPHS, MANIFEST_FILE, Calibration, Manifest, Preprocessing
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class ModelRuntime:
         self.reason: str | None = None  # why it failed, when it did
         self.manifest: Manifest | None = None
         self._graphs: dict[str, Graph] = {}
+        self._search_bank: Sequence[np.ndarray] | None = None  # G(fixed latents), gan-latent-search
         # Set by load(): the manifest's preprocessing and calibration as arrays (see _as_arrays).
         self._prep: Preprocessing
         self._calibration: Calibration
@@ -273,16 +274,10 @@ class ModelRuntime:
         if explain:
             self._explainable(m)
         xm = self._model_space(x)
-        contributions = None
-        if m.kind == "gan":
-            logit, _prob = self._graphs["discriminator"](xm)
-            scores = gan_score(logit)
-        elif m.kind == "vae":
-            x_hat, mu, logvar = self._reconstruct_model_space(xm)
-            scores, contributions = vae_score(xm, x_hat, mu, logvar, m.likelihood)
-        else:
-            x_hat, *_ = self._reconstruct_model_space(xm)
-            scores, contributions = ae_score(xm, x_hat, m.likelihood)
+        # The method the calibration names: served scores and their percentiles mean the same thing.
+        scores, contributions = anomaly_scores(
+            m.calibration.method, self._score_graph, xm, m.latent_dim, m.latent_prior
+        )
         threshold = m.calibration.threshold
         return AnomalyScores(
             scores=finite(scores, "anomaly scores", "inputs"),
@@ -317,11 +312,20 @@ class ModelRuntime:
         return m
 
     def _explainable(self, m: Manifest) -> None:
-        if m.kind == "gan":
+        if m.calibration.method == "neg-log-discriminator":
             raise NotSupported(
-                f"model {self.name!r} is a gan: its score comes from the discriminator and has no "
-                f"per-feature contributions; explain works for ae, rae and vae models"
+                f"model {self.name!r} is a gan scored by its discriminator, which has no per-feature "
+                f"contributions; explain works for ae, rae, vae and latent-search gan models"
             )
+
+    def _score_graph(self, role: str, x: np.ndarray) -> Sequence[np.ndarray]:
+        """Graph runner for `anomaly_scores`. Its only generator call decodes the fixed latent search
+        bank (gan-latent-search), the same every time: decoded once, then reused."""
+        if role != "generator":
+            return self._graphs[role](x)
+        if self._search_bank is None:
+            self._search_bank = self._graphs["generator"](x)
+        return self._search_bank
 
     def _model_space(self, x: Rows) -> np.ndarray:
         m = self.manifest

@@ -262,13 +262,6 @@ ERRORS = [
         "model 'digits-gan' is a gan, which supports sample, anomaly-score; not encode",
     ),
     ("gan-reconstruct", "/reconstruct", {"model": "digits-gan", "inputs": [ROW]}, 400, "not reconstruct"),
-    (
-        "gan-explain",
-        "/anomaly-score",
-        {"model": "digits-gan", "inputs": [ROW], "explain": True},
-        400,
-        "explain works for ae, rae and vae",
-    ),
     ("n-missing", "/sample", {"model": "digits-vae"}, 422, "n is required when no latents are given"),
     ("n-zero", "/sample", {"model": "digits-vae", "n": 0}, 422, "n: Input should be greater than or equal to 1"),
     ("n-too-many", "/sample", {"model": "digits-vae", "n": 10_001}, 422, "n must be between 1 and 10000"),

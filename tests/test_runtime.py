@@ -213,9 +213,22 @@ def test_runtime_anomaly_explain_contributions_sum_to_ae_scores(onnx_repository,
     assert np.allclose(result.contributions.sum(axis=1), result.scores, rtol=1e-5)
 
 
-def test_runtime_gan_explain_is_not_supported(onnx_repository, digits):
-    with pytest.raises(NotSupported, match="is a gan"):
-        onnx_repository.get("digits-gan").anomaly_score(digits[:2], explain=True)
+def test_runtime_gan_explain_contributions_sum_to_latent_search_scores(onnx_repository, digits):
+    model = onnx_repository.get("digits-gan")
+    assert model.manifest.calibration.method == "gan-latent-search"
+    result = model.anomaly_score(digits[:5], explain=True)
+    assert np.allclose(result.contributions.sum(axis=1), result.scores, rtol=1e-5)
+
+
+def test_runtime_discriminator_scored_gan_explain_is_not_supported(copy_model, load_repository, tmp_path, digits):
+    folder = copy_model("digits-gan", tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["calibration"]["method"] = "neg-log-discriminator"  # an artifact scored by −log D(x)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    model = load_repository(tmp_path).get("digits-gan")
+    assert model.anomaly_score(digits[:2]).scores.shape == (2,)
+    with pytest.raises(NotSupported, match="is a gan scored by its discriminator"):
+        model.anomaly_score(digits[:2], explain=True)
 
 
 def test_runtime_gan_encode_is_not_supported(onnx_repository, digits):
@@ -230,7 +243,7 @@ def _answers(model, x: np.ndarray) -> dict[str, np.ndarray]:
         out.update({f"encode.{k}": v for k, v in model.encode(x).items()})
         out["reconstruct"] = model.reconstruct(x)
     out["sample"] = model.sample(16, seed=11, temperature=0.8)
-    scores = model.anomaly_score(x, explain=model.manifest.kind != "gan")
+    scores = model.anomaly_score(x, explain=True)
     out.update({"scores": scores.scores, "percentiles": scores.percentiles})
     if scores.contributions is not None:
         out["contributions"] = scores.contributions

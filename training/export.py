@@ -11,7 +11,7 @@ import platform
 import shutil
 import tempfile
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +102,7 @@ def export_checkpoint(ckpt: dict, models_dir: Path, name: str | None = None) -> 
             metrics=ckpt["metrics"],
             data=ckpt["data"],
             versions=_library_versions(),
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         return _publish(tmp, parent, manifest_fields)
     finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,7 @@ def run(cfg: TrainConfig, progress: bool = True) -> RunResult:
     result = fit(cfg, x_train, x_val, progress=progress)
     prep, x_train, x_val = fold_noise(cfg, result, prep, x_train, x_val)
     metrics = evaluate(cfg, result, x_train, x_val)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     run_dir = Path(cfg.runs) / f"{cfg.name}-{stamp}-seed{cfg.seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint(cfg, ds, prep, result, x_train, x_val, metrics)
