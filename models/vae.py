@@ -10,6 +10,10 @@ from torch import nn
 from models import losses
 from models.networks import Decoder, Encoder
 
+# σ² of p(x|z) never falls below 1e-2 (σ ≥ 0.1 model-space units, a tenth of a standard deviation
+# on standardised data): a feature the decoder predicts exactly cannot drive the likelihood to ∞.
+LOGVAR_X_FLOOR = math.log(1e-2)
+
 
 class VAE(nn.Module):
     def __init__(
@@ -41,18 +45,16 @@ class VAE(nn.Module):
         return self.decode(self.reparameterize(mu, logvar))
 
     def logvar_x(self) -> torch.Tensor | None:
-        """log σ² of p(x|z), floored smoothly at log(1e-2) (σ ≥ 0.1 model-space units) so that a
-        feature the decoder predicts exactly cannot drive the likelihood to infinity."""
+        """log σ² of p(x|z) (F,) or (1,), floored smoothly at LOGVAR_X_FLOOR; 0 (σ = 1) at start."""
         if self.raw_logvar_x is None:
             return None
-        floor = math.log(1e-2)
-        return floor + torch.nn.functional.softplus(self.raw_logvar_x - floor)
+        return LOGVAR_X_FLOOR + torch.nn.functional.softplus(self.raw_logvar_x - LOGVAR_X_FLOOR)
 
     @torch.no_grad()
     def set_unit_noise(self) -> None:
         """σ = 1 (log σ² = 0), once σ is folded into the data's scale (training.train.fold_noise)."""
         if self.raw_logvar_x is not None:
-            floor = math.log(1e-2)
+            floor = LOGVAR_X_FLOOR
             self.raw_logvar_x.fill_(floor + math.log(math.expm1(-floor)))  # softplus⁻¹(−floor)
 
     def graphs(self) -> dict[str, nn.Module]:
