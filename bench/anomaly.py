@@ -9,7 +9,7 @@ with its outliers and without its labels, ROC AUC of its scores on the test spli
 Our kinds go through the same path as `latentserve train`: the raw train rows are written to a
 .npy, `training.pipeline` prepares and fits them with the default `TrainConfig`, the checkpoint is
 exported into a temporary model repository, and the test rows are scored by the service's
-`ModelRuntime` on the exported ONNX graphs. They do their own preprocessing (it is part of the
+`ModelRuntime.anomaly_score` on the exported ONNX graphs. They do their own preprocessing (it is part of the
 artifact); the baselines get the protocol's standardisation fitted on the train split.
 """
 
@@ -41,8 +41,7 @@ ISSUE_BASELINES = {"iforest": 0.837, "pyod-ae": 0.836, "pyod-vae": 0.802, "best-
 Scorer = Callable[[np.ndarray, np.ndarray, int, Path], np.ndarray]  # (x_train, x_test, seed, workdir) -> scores
 
 
-def score_ours(kind: str, x_train: np.ndarray, x_test: np.ndarray, seed: int, workdir: Path,
-               **overrides) -> np.ndarray:
+def score_ours(kind: str, x_train: np.ndarray, x_test: np.ndarray, seed: int, workdir: Path, **overrides) -> np.ndarray:
     """Train `kind` with the project's defaults, export it, score the test rows through the service."""
     from training import pipeline
     from training.config import TrainConfig
@@ -51,8 +50,16 @@ def score_ours(kind: str, x_train: np.ndarray, x_test: np.ndarray, seed: int, wo
 
     data = workdir / "train.npy"
     np.save(data, x_train)
-    cfg = TrainConfig(kind=kind, name=f"bench-{kind}", data=str(data), models=str(workdir / "models"),
-                      runs=str(workdir / "runs"), seed=seed, allow_constant=True, **overrides)
+    cfg = TrainConfig(
+        kind=kind,
+        name=f"bench-{kind}",
+        data=str(data),
+        models=str(workdir / "models"),
+        runs=str(workdir / "runs"),
+        seed=seed,
+        allow_constant=True,
+        **overrides,
+    )
     # pipeline.run without the run folder's plots: the same preparation, fit, fold and export
     cfg, ds, prep, xt, xv = pipeline.prepare(cfg)
     result = pipeline.fit(cfg, xt, xv, progress=False)
@@ -63,11 +70,10 @@ def score_ours(kind: str, x_train: np.ndarray, x_test: np.ndarray, seed: int, wo
 
 
 def served_scores(artifact: Path, x: np.ndarray, runtime: str = "onnx") -> np.ndarray:
-    """The service's scores for raw rows: its runtime loads (and verifies) the artifact, and the
-    score its manifest names is computed on the runtime's graphs by `service.scoring`."""
+    """The service's scores for raw rows: its runtime loads (and verifies) the artifact and scores
+    by the method its manifest names (service.scoring.anomaly_scores, as the calibration was)."""
     from service.backends import Backend
     from service.runtime import ModelRuntime
-    from service.scoring import anomaly_scores
 
     backend = Backend(runtime, "cpu", threads=1)
     backend.check()
@@ -75,11 +81,7 @@ def served_scores(artifact: Path, x: np.ndarray, runtime: str = "onnx") -> np.nd
     model.load()
     if model.state != "ready":
         raise RuntimeError(f"the exported artifact {artifact} was refused: {model.reason}")
-    m = model.manifest
-    xm = model._model_space(x)
-    scores, _ = anomaly_scores(m.calibration.method, lambda role, v: model._graphs[role](v), xm,
-                               m.latent_dim, m.latent_prior)
-    return scores
+    return model.anomaly_score(x).scores
 
 
 def _standardised(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -165,13 +167,19 @@ def markdown(cells, datasets: list[str], names: list[str], seeds: int, wall: flo
         "|---" * (len(names) + 1) + "|",
     ]
     for d in datasets:
-        row = [f"{np.mean(cells[d, n].aucs):.3f} ± {np.std(cells[d, n].aucs):.3f} ({np.mean(cells[d, n].seconds):.1f} s)"
-               for n in names]
+        row = [
+            f"{np.mean(cells[d, n].aucs):.3f} ± {np.std(cells[d, n].aucs):.3f} ({np.mean(cells[d, n].seconds):.1f} s)"
+            for n in names
+        ]
         lines.append(f"| {d} | " + " | ".join(row) + " |")
     m = means(cells, datasets, names)
     lines.append("| **mean** | " + " | ".join(f"**{m[n]:.3f}**" for n in names) + " |")
-    lines += ["", f"Best of the baselines per dataset: {m['best-of-baselines']:.3f}." if "best-of-baselines" in m else "",
-              f"Wall time of the run: {wall / 60:.1f} min.", ""]
+    lines += [
+        "",
+        f"Best of the baselines per dataset: {m['best-of-baselines']:.3f}." if "best-of-baselines" in m else "",
+        f"Wall time of the run: {wall / 60:.1f} min.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -191,7 +199,7 @@ def roc_figure(cells, datasets: list[str], names: list[str], path: Path) -> None
         ax.plot([0, 1], [0, 1], color="0.8", lw=0.5)
         ax.set_title(d, fontsize=9)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(datasets):]:
+    for ax in list(axes.flat)[len(datasets) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6, loc="lower right")
     fig.supxlabel("false positive rate (seed 0)", fontsize=8)

@@ -140,9 +140,13 @@ def gan_search_score(x: np.ndarray, generated: np.ndarray, chunk: int = 1024) ->
 # Graph runner: (role, input) -> the graph's outputs in the manifest's order.
 RunGraph = Callable[[str, np.ndarray], Sequence[np.ndarray]]
 METHODS = (
-    "reconstruction-mse", "reconstruction-bce", "ae-joint-gaussian",
-    "negative-elbo-gaussian-posterior-mean", "negative-elbo-bernoulli-posterior-mean",
-    "neg-log-discriminator", "gan-latent-search",
+    "reconstruction-mse",
+    "reconstruction-bce",
+    "ae-joint-gaussian",
+    "negative-elbo-gaussian-posterior-mean",
+    "negative-elbo-bernoulli-posterior-mean",
+    "neg-log-discriminator",
+    "gan-latent-search",
 )
 
 

@@ -165,8 +165,11 @@ def _validation_cost(model: nn.Module, cfg: TrainConfig, xv: torch.Tensor) -> di
 
 def _fit_gan(cfg: TrainConfig, model: nn.Module, xt, xv, gen: torch.Generator, bar) -> Fit:
     # Adam with β1 = 0.5 is the DCGAN recipe: momentum 0.9 makes the two players oscillate.
-    make = (lambda p: torch.optim.Adam(p, lr=cfg.lr, betas=(0.5, 0.999), foreach=True)) if cfg.optimizer == "adam" else (
-        lambda p: torch.optim.SGD(p, lr=cfg.lr))
+    make = (
+        (lambda p: torch.optim.Adam(p, lr=cfg.lr, betas=(0.5, 0.999), foreach=True))
+        if cfg.optimizer == "adam"
+        else (lambda p: torch.optim.SGD(p, lr=cfg.lr))
+    )
     opt_d, opt_g = make(model.discriminator.parameters()), make(model.generator.parameters())
     result = Fit(model)
     n_batches = len(xt) // cfg.batch_size
