@@ -17,6 +17,9 @@ EPS = 1e-7
 # draws the same), decoded by the generator; part of the "gan-latent-search" method's definition.
 GAN_SEARCH_LATENTS = 2048
 GAN_SEARCH_SEED = 0
+# The vae's "posterior-draws" score: the same fixed ε for every row and call (deterministic).
+VAE_DRAWS = 16
+VAE_DRAWS_SEED = 0
 
 
 def to_model_space(x: np.ndarray, prep: Preprocessing) -> np.ndarray:
@@ -75,6 +78,29 @@ def vae_score(
     belongs to no single feature).
     """
     terms = reconstruction_terms(x, x_hat, likelihood)
+    if likelihood == "gaussian":
+        terms = 0.5 * terms
+    return terms.sum(axis=1) + gaussian_kl(mu, logvar), terms
+
+
+def vae_draws(latent_dim: int) -> np.ndarray:
+    """The fixed ε of the "posterior-draws" method: (VAE_DRAWS, L) float32 standard normal."""
+    return np.random.default_rng(VAE_DRAWS_SEED).standard_normal((VAE_DRAWS, latent_dim)).astype(np.float32)
+
+
+def vae_draws_score(
+    x: np.ndarray, decode: Callable[[np.ndarray], np.ndarray], mu: np.ndarray, logvar: np.ndarray, likelihood: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """vae score: negative ELBO with its expected reconstruction term E_q[−log p(x|z)] estimated
+    from VAE_DRAWS fixed draws z = mu + σ ⊙ ε (SPEC §3's reparameterisation), plus the closed-form
+    KL. Closer to −ELBO than decoding mu alone, which ignores how wide the posterior is.
+    Contributions: the per-feature expected reconstruction terms."""
+    std = np.exp(0.5 * logvar)  # (B, L)
+    terms = np.zeros_like(x, dtype=np.float64)
+    for eps in vae_draws(mu.shape[1]):  # (L,) each
+        z = (mu + std * eps).astype(np.float32)
+        terms += reconstruction_terms(x, decode(z), likelihood)
+    terms /= VAE_DRAWS
     if likelihood == "gaussian":
         terms = 0.5 * terms
     return terms.sum(axis=1) + gaussian_kl(mu, logvar), terms
@@ -145,6 +171,8 @@ METHODS = (
     "ae-joint-gaussian",
     "negative-elbo-gaussian-posterior-mean",
     "negative-elbo-bernoulli-posterior-mean",
+    "negative-elbo-gaussian-posterior-draws",
+    "negative-elbo-bernoulli-posterior-draws",
     "neg-log-discriminator",
     "gan-latent-search",
 )
@@ -167,6 +195,8 @@ def anomaly_scores(
     if method.startswith("negative-elbo-"):
         likelihood = method.split("-")[2]
         mu, logvar = run("encoder", x)[:2]
+        if method.endswith("-posterior-draws"):
+            return vae_draws_score(x, lambda z: run("decoder", z)[0], mu, logvar, likelihood)
         return vae_score(x, run("decoder", mu)[0], mu, logvar, likelihood)
     if method == "neg-log-discriminator":
         return gan_score(run("discriminator", x)[0]), None

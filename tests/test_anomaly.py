@@ -94,7 +94,7 @@ def test_anomaly_scores_agree_across_onnx_and_torchscript(artifacts, synthetic, 
     [
         ("ae", "ae-joint-gaussian"),
         ("rae", "ae-joint-gaussian"),
-        ("vae", "negative-elbo-gaussian-posterior-mean"),
+        ("vae", "negative-elbo-gaussian-posterior-draws"),
         ("gan", "gan-latent-search"),
     ],
 )
@@ -145,6 +145,17 @@ def test_ae_joint_score_is_reconstruction_plus_latent_mahalanobis():
     expected = 0.5 * ((x - x_hat) ** 2).sum(1) + 0.5 * np.einsum("bi,ij,bj->b", d, np.linalg.inv(cov), d)
     assert np.allclose(scores, expected)
     assert np.allclose(terms.sum(1), 0.5 * ((x - x_hat) ** 2).sum(1))
+
+
+def test_vae_draws_score_averages_the_reconstruction_over_fixed_draws():
+    rng = np.random.default_rng(0)
+    x, mu, logvar = rng.normal(size=(5, 4)), rng.normal(size=(5, 3)), rng.normal(size=(5, 3)) - 1.0
+    weights = rng.normal(size=(3, 4))
+    scores, terms = scoring.vae_draws_score(x, lambda z: z @ weights, mu, logvar, "gaussian")
+    z = mu[None] + np.exp(0.5 * logvar)[None] * scoring.vae_draws(3)[:, None, :]  # (K, B, L)
+    reconstruction = 0.5 * ((x[None] - z @ weights) ** 2).sum(-1).mean(0)
+    assert np.allclose(scores, reconstruction + scoring.gaussian_kl(mu, logvar), rtol=1e-5)
+    assert np.allclose(terms.sum(1), reconstruction, rtol=1e-5)
 
 
 def test_gan_search_score_is_the_distance_to_the_nearest_generated_row():

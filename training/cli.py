@@ -62,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("beta", float, "vae: KL weight β"),
         ("trim", float, "ae/rae/vae: share of each batch's costliest rows left out (default: --contamination)"),
         ("noise", str, "vae: σ of p(x|z): unit, shared or feature (default: feature on standardised data)"),
-        ("score", str, "anomaly score: ae/rae joint or reconstruction, gan search or discriminator"),
+        (
+            "score",
+            str,
+            "anomaly score: ae/rae joint or reconstruction, vae elbo-draws or elbo, gan search or discriminator",
+        ),
     ]:
         dest = opt.replace("-", "_")
         t.add_argument(f"--{opt}", type=typ, default=defaults[dest], help=help_)

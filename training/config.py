@@ -16,7 +16,7 @@ STEP_BUDGET = {"ae": 3000, "rae": 3000, "vae": 6000, "gan": 3000}
 SCORES = {
     "ae": ("joint", "reconstruction"),
     "rae": ("joint", "reconstruction"),
-    "vae": ("elbo",),
+    "vae": ("elbo-draws", "elbo"),
     "gan": ("search", "discriminator"),
 }
 
@@ -60,7 +60,8 @@ class TrainConfig:
     # for standardised data (σ is folded into the scaling at the end, see train.fold_noise), else unit
     noise: str | None = None
     # anomaly score: ae/rae joint (reconstruction + latent Mahalanobis, standardised data) or
-    # reconstruction; vae elbo; gan search (latent search through G) or discriminator (−log D(x))
+    # reconstruction; vae elbo-draws (16 fixed posterior draws) or elbo (z = mu); gan search
+    # (latent search through G) or discriminator (−log D(x))
     score: str | None = None
     spectral_norm: bool = True  # gan: spectral normalisation of D's layers (see models/networks.py)
     allow_constant: bool = False  # keep zero-variance columns (scale 1) instead of refusing
@@ -101,7 +102,7 @@ class TrainConfig:
         unscaled_out = scaling in ("standard", "robust", "none")  # no clipping: σ folds into the scale
         gaussian = (self.kind in ("ae", "rae") and self.reconstruction == "mse") or likelihood == "gaussian"
         noise = self.noise or ("feature" if self.kind == "vae" and gaussian and unscaled_out else "unit")
-        score = self.score or {"vae": "elbo", "gan": "search"}.get(
+        score = self.score or {"vae": "elbo-draws", "gan": "search"}.get(
             self.kind, "joint" if gaussian and unscaled_out else "reconstruction"
         )
         if noise != "unit" and not (self.kind == "vae" and gaussian and unscaled_out):

@@ -123,6 +123,12 @@ def _score_method(cfg: TrainConfig) -> tuple[str, str]:
         )
     if cfg.kind in ("ae", "rae"):
         return f"reconstruction-{cfg.reconstruction}", "mean per-feature reconstruction error in model space"
+    if cfg.kind == "vae" and cfg.score == "elbo-draws":
+        return (
+            f"negative-elbo-{cfg.likelihood}-posterior-draws",
+            f"negative ELBO: reconstruction term averaged over {scoring.VAE_DRAWS} fixed posterior draws "
+            "z = mu + sigma * eps, plus closed-form KL",
+        )
     if cfg.kind == "vae":
         return (
             f"negative-elbo-{cfg.likelihood}-posterior-mean",
@@ -159,8 +165,14 @@ def _export_graph(kind: str, role: str, module: nn.Module, golden: dict[int, np.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
         torch.onnx.export(
-            module, (example,), str(onnx_path), input_names=in_names, output_names=out_names,
-            dynamic_axes=axes, opset_version=17, dynamo=False,
+            module,
+            (example,),
+            str(onnx_path),
+            input_names=in_names,
+            output_names=out_names,
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
         )
         traced = torch.jit.trace(module, (example,))
     torch.jit.save(traced, str(ts_path))
@@ -208,6 +220,7 @@ def _calibration_scores(
     method: str, cfg: TrainConfig, graphs: dict, folder: Path, x_val: np.ndarray, prior: LatentPrior | None
 ) -> np.ndarray:
     """Each held-out row's anomaly score, from the exported ONNX graphs by the service's own code."""
+
     def run(role: str, x: np.ndarray) -> list[np.ndarray]:
         spec = graphs[role]["onnx"]
         return onnx_session(folder / spec.file).run([o.name for o in spec.outputs], {spec.inputs[0].name: x})
