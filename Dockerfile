@@ -20,6 +20,8 @@ COPY pyproject.toml README.md ./
 COPY models ./models
 COPY training ./training
 COPY service ./service
+COPY artifact ./artifact
+COPY latentserve ./latentserve
 RUN pip install --no-cache-dir "/src[serve]"
 
 FROM builder AS builder-torch

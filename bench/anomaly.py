@@ -9,7 +9,7 @@ with its outliers and without its labels, ROC AUC of its scores on the test spli
 Our kinds go through the same path as `latentserve train`: the raw train rows are written to a
 .npy, `training.pipeline` prepares and fits them with the default `TrainConfig`, the checkpoint is
 exported into a temporary model repository, and the test rows are scored by the service's
-`ModelRuntime.anomaly_score` on the exported ONNX graphs. They do their own preprocessing (it is part of the
+`Predictor.anomaly_score` on the exported ONNX graphs. They do their own preprocessing (it is part of the
 artifact); the baselines get the protocol's standardisation fitted on the train split.
 """
 
@@ -72,12 +72,12 @@ def score_ours(kind: str, x_train: np.ndarray, x_test: np.ndarray, seed: int, wo
 def served_scores(artifact: Path, x: np.ndarray, runtime: str = "onnx") -> np.ndarray:
     """The service's scores for raw rows: its runtime loads (and verifies) the artifact and scores
     by the method its manifest names (service.scoring.anomaly_scores, as the calibration was)."""
-    from service.backends import Backend
-    from service.runtime import ModelRuntime
+    from artifact.graphs import Backend
+    from artifact.predictor import Predictor
 
     backend = Backend(runtime, "cpu", threads=1)
     backend.check()
-    model = ModelRuntime(artifact, backend, max_rows=len(x))
+    model = Predictor(artifact, backend, max_rows=len(x))
     model.load()
     if model.state != "ready":
         raise RuntimeError(f"the exported artifact {artifact} was refused: {model.reason}")

@@ -183,7 +183,7 @@ class Load:
 
 
 def load_runtime(models: Path, model: str):
-    from service.backends import Backend
+    from artifact.graphs import Backend
     from service.repository import ModelRepository
 
     backend = Backend("onnx", "cpu", threads=1)
@@ -216,7 +216,7 @@ def bodies(model: str, rows: int, x: np.ndarray) -> dict[str, bytes]:
 
 def sample_rows(models: Path, model: str, n: int) -> np.ndarray:
     """Real digits rows for the default models, else standard normal rows of the model's width."""
-    from training.manifest import Manifest, list_versions
+    from artifact.manifest import Manifest, list_versions
 
     manifest = Manifest.read(models / model / str(max(list_versions(models, model))))
     if manifest.n_features == 64 and manifest.data.get("source") == "digits":

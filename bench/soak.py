@@ -38,8 +38,8 @@ from pathlib import Path
 
 import httpx
 
+from artifact.manifest import Manifest
 from service.schemas import DIGIT_0, DIGIT_1, NOISE
-from training.manifest import Manifest
 
 MAX_BODY = 256 * 1024  # small, so that sending a body over it stays cheap
 ROWS = [DIGIT_0, DIGIT_1, NOISE]
@@ -165,7 +165,7 @@ class Soak:
             "LATENTSERVE_LOG_LEVEL": "warning",
         }
         script = Path(sys.executable).with_name("latentserve")
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "service"]
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "latentserve"]
         command += ["serve", "--models", str(self.repository), "--host", "127.0.0.1"]
         command += ["--port", str(self.port)]
         self.log = open(self.workdir / "serve.log", "wb")

@@ -1,4 +1,4 @@
-"""`python -m service ...` is `latentserve ...`."""
+"""`python -m service [flags]` is `latentserve serve [flags]`."""
 
 import sys
 

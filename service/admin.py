@@ -15,6 +15,7 @@ from starlette.responses import Response
 from service.handlers import FastJSONResponse
 from service.routes import RepositoryDep
 from service.schemas import ReloadResponse
+from service.workers import ask_supervisor_to_reload
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -28,6 +29,7 @@ async def reload(repository: RepositoryDep) -> Response:
     """Load new versions from the repository atomically: 200 when every version on disk serves, 409 when
     one was refused (the response and /models say why; the previous versions keep serving)."""
     report = await anyio.to_thread.run_sync(repository.reload)
+    ask_supervisor_to_reload()  # with --workers N, the other workers reload too
     body = asdict(report)
     if report.error:
         return FastJSONResponse(body, status_code=409)

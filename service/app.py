@@ -12,10 +12,10 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.middleware.cors import CORSMiddleware
 
+from artifact.graphs import Backend
 from service import admin, handlers, openapi
 from service.auth import ApiKey
-from service.backends import Backend
-from service.batching import Batching
+from service.batching import Batching, Inference
 from service.lifecycle import Lifecycle
 from service.limits import Admission
 from service.middleware import BodyLimit, Metrics
@@ -65,6 +65,7 @@ def create_app(settings: Settings, repository: ModelRepository | None = None) ->
         if not repository.loaded:
             threading.Thread(target=_load_and_freeze, args=(repository,), name="model-loader", daemon=True).start()
         yield
+        app.state.inference.close()
 
     app = FastAPI(
         title="latentserve",
@@ -77,7 +78,10 @@ def create_app(settings: Settings, repository: ModelRepository | None = None) ->
     app.state.repository = repository
     app.state.lifecycle = Lifecycle()
     app.state.metrics = CollectorRegistry()  # one per app: tests build many apps in one process
-    app.state.batching = Batching(settings.batching, settings.max_batch_rows, settings.max_delay_us, app.state.metrics)
+    app.state.inference = Inference(settings.inference_threads)
+    app.state.batching = Batching(
+        settings.batching, settings.max_batch_rows, settings.max_delay_us, app.state.metrics, app.state.inference
+    )
     handlers.install(app)
     app.include_router(router)
     key = settings.api_key.get_secret_value() if settings.api_key is not None else None

@@ -1,14 +1,22 @@
-"""Dynamic micro-batching: concurrent requests for one model, endpoint and options share one
-runtime call, and each gets its own rows of the result back, in order.
+"""Dynamic micro-batching, and inference off the event loop.
 
-It runs on the event loop, where the handlers run. A request's rows, already checked by the
-runtime (`ModelRuntime.inputs`), join the queue of their (model, endpoint, options); the first
-to arrive schedules the flush for the next turn of the loop (`max_delay_us` = 0: every request
-that arrived meanwhile joins, and a lone request waits for nothing) or after `max_delay_us`.
-A batch holds at most `max_batch_rows` rows: a request that would overflow it flushes the
-queue first, and one with more rows than that runs alone. The runtime computes every row
-independently of the others, so a batched result is the unbatched one; should a merged call
-fail anyway, each request is retried alone, so that only a failing request fails.
+Concurrent requests for one model, endpoint and options share one predictor call, and each gets its
+own rows of the result back, in order. Merging and ordering stay on the event loop; the predictor
+calls themselves run in a bounded thread pool (`Inference`), so that the loop keeps answering probes,
+accepting connections and enforcing time budgets while a graph runs (ONNX Runtime and NumPy release
+the GIL).
+
+A request's rows, already checked by the predictor (`Predictor.inputs`), join the queue of their
+(model, endpoint, options); the first to arrive schedules the flush for the next turn of the loop
+(`max_delay_us` = 0: every request that arrived meanwhile joins, and a lone request waits for
+nothing) or after `max_delay_us`. A batch holds at most `max_batch_rows` rows: a request that would
+overflow it flushes the queue first, and one with more rows than that runs alone. The predictor
+computes every row independently of the others, so a batched result is the unbatched one; should a
+merged call fail anyway, each request is retried alone, so that only a failing request fails. A
+request that gave up meanwhile (its time budget spent, its client gone) is not answered: its result
+is dropped.
+
+Batchers hold their predictor weakly: a version removed by a reload is freed with its sessions.
 """
 
 from __future__ import annotations
@@ -17,35 +25,59 @@ import asyncio
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields, is_dataclass, replace
 from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
 
-from service.runtime import ModelRuntime
+from artifact.predictor import Predictor
 
 ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 WAIT_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1)
 
-# endpoint -> the runtime call on checked rows (sample decodes latents drawn per request)
+# endpoint -> the predictor call on checked rows (sample decodes latents drawn per request)
 CALLS: dict[str, Callable[..., Any]] = {
-    "encode": ModelRuntime.encode,
-    "reconstruct": ModelRuntime.reconstruct,
-    "anomaly-score": ModelRuntime.anomaly_score,
+    "encode": Predictor.encode,
+    "reconstruct": Predictor.reconstruct,
+    "anomaly-score": Predictor.anomaly_score,
     "sample": lambda model, z: model.sample(latents=z),
 }
 
 
-class Batching:
-    """The batchers of one app, by (model runtime, endpoint, options); off: a direct call."""
+class Inference:
+    """The bounded pool the predictor calls run in: `threads` at a time, the rest wait their turn
+    (admission control bounds how many can wait)."""
 
-    def __init__(self, enabled: bool, max_rows: int, max_delay_us: int, registry: CollectorRegistry) -> None:
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inference")
+
+    async def __call__(self, call: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call, *args)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Batching:
+    """The batchers of one app, by (predictor, endpoint, options); off: one pool call per request."""
+
+    def __init__(
+        self,
+        enabled: bool,
+        max_rows: int,
+        max_delay_us: int,
+        registry: CollectorRegistry,
+        inference: Inference | None = None,
+    ) -> None:
         self.enabled = enabled
         self.max_rows = max_rows
         self.delay_s = max_delay_us / 1e6
-        # Keyed weakly by the runtime: a reloaded model's old runtime takes its batchers with it.
-        self._batchers: weakref.WeakKeyDictionary[ModelRuntime, dict[tuple, Batcher]] = weakref.WeakKeyDictionary()
+        self.inference = inference or Inference(threads=1)
+        # Keyed weakly by the predictor, which the batchers do not hold: a removed version is freed.
+        self._batchers: weakref.WeakKeyDictionary[Predictor, dict[tuple, Batcher]] = weakref.WeakKeyDictionary()
         labels = ["endpoint", "model"]
         self.rows = Histogram(
             "latentserve_batch_rows", "Rows per batched runtime call.", labels, buckets=ROWS_BUCKETS, registry=registry
@@ -58,43 +90,68 @@ class Batching:
             registry=registry,
         )
 
-    async def run(self, model: ModelRuntime, endpoint: str, x: np.ndarray, **options: Any) -> Any:
-        """CALLS[endpoint](model, x, **options), merged with concurrent calls when enabled."""
+    async def run(self, model: Predictor, endpoint: str, x: np.ndarray, **options: Any) -> Any:
+        """CALLS[endpoint](model, x, **options) in the pool, merged with concurrent calls when enabled."""
         if not self.enabled:
-            return CALLS[endpoint](model, x, **options)
+            return await self.inference(_Call(model, endpoint, options), x)
         batchers = self._batchers.setdefault(model, {})
         key = (endpoint, *sorted(options.items()))
         batcher = batchers.get(key)
         if batcher is None:
-            call = CALLS[endpoint]
             batcher = batchers[key] = Batcher(
-                lambda rows: call(model, rows, **options),
-                min(self.max_rows, model.max_rows),  # a batch is one call: the runtime's row limit holds
+                _Call(model, endpoint, options),
+                min(self.max_rows, model.max_rows),  # a batch is one call: the predictor's row limit holds
                 self.delay_s,
                 self.rows.labels(endpoint, model.name),
                 self.wait.labels(endpoint, model.name),
+                self.inference,
             )
         return await batcher(x)
 
 
-class Batcher:
-    """One queue: rows in, one call per flush, each caller's slice of the result out."""
+class _Call:
+    """CALLS[endpoint](model, rows, **options), holding the predictor weakly (see the module doc)."""
 
-    def __init__(self, call: Callable[[np.ndarray], Any], max_rows: int, delay_s: float, rows: Any, wait: Any) -> None:
+    def __init__(self, model: Predictor, endpoint: str, options: dict[str, Any]) -> None:
+        self.model = weakref.ref(model)
+        self.call = CALLS[endpoint]
+        self.options = options
+
+    def __call__(self, x: np.ndarray) -> Any:
+        model = self.model()
+        if model is None:  # removed while the request waited: it asked for a version that is gone
+            raise RuntimeError("the model version was removed while the request waited")
+        return self.call(model, x, **self.options)
+
+
+class Batcher:
+    """One queue: rows in, one pool call per flush, each caller's slice of the result out."""
+
+    def __init__(
+        self,
+        call: Callable[[np.ndarray], Any],
+        max_rows: int,
+        delay_s: float,
+        rows: Any,
+        wait: Any,
+        inference: Inference | None = None,
+    ) -> None:
         self.call = call
         self.max_rows = max_rows
         self.delay_s = delay_s
         self.rows_metric = rows
         self.wait_metric = wait
+        self.inference = inference or Inference(threads=1)
         self.queue: list[tuple[np.ndarray, asyncio.Future, float]] = []
         self.queued_rows = 0
         self.flush_handle: asyncio.Handle | None = None
+        self.running: set[asyncio.Task] = set()  # batches in the pool (kept referenced until done)
 
     async def __call__(self, x: np.ndarray) -> Any:
         if len(x) >= self.max_rows:  # a full batch on its own
             self.rows_metric.observe(len(x))
             self.wait_metric.observe(0.0)
-            return self.call(x)
+            return await self.inference(self.call, x)
         if self.queued_rows + len(x) > self.max_rows:
             self.flush()
         loop = asyncio.get_running_loop()
@@ -122,33 +179,42 @@ class Batcher:
         now = time.perf_counter()
         for _, _, queued_at in queue:
             self.wait_metric.observe(now - queued_at)
+        task = asyncio.ensure_future(self._run(queue))
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+
+    async def _run(self, queue: list[tuple[np.ndarray, asyncio.Future, float]]) -> None:
         if len(queue) == 1:
-            self._answer(queue[0][0], queue[0][1])
+            await self._answer(queue[0][0], queue[0][1])
             return
         xs = [x for x, _, _ in queue]
         self.rows_metric.observe(sum(len(x) for x in xs))
         try:
-            result = self.call(np.concatenate(xs))
+            result = await self.inference(self.call, np.concatenate(xs))
         except Exception:  # one request's doing, or every one's: retry each alone to tell
-            for x, future, _ in queue:
-                self._answer(x, future, observe=False)
+            await asyncio.gather(*(self._answer(x, future, observe=False) for x, future, _ in queue))
             return
         start = 0
         for x, future, _ in queue:
-            future.set_result(take(result, start, start + len(x)))
+            if not future.done():  # gave up meanwhile: its rows are dropped
+                future.set_result(take(result, start, start + len(x)))
             start += len(x)
 
-    def _answer(self, x: np.ndarray, future: asyncio.Future, observe: bool = True) -> None:
+    async def _answer(self, x: np.ndarray, future: asyncio.Future, observe: bool = True) -> None:
         if observe:
             self.rows_metric.observe(len(x))
         try:
-            future.set_result(self.call(x))
+            result = await self.inference(self.call, x)
         except Exception as e:
-            future.set_exception(e)
+            if not future.done():
+                future.set_exception(e)
+            return
+        if not future.done():
+            future.set_result(result)
 
 
 def take(result: Any, start: int, stop: int) -> Any:
-    """Rows start:stop of a runtime result: an array, a dict or dataclass of arrays; scalars shared."""
+    """Rows start:stop of a predictor result: an array, a dict or dataclass of arrays; scalars shared."""
     if isinstance(result, np.ndarray):
         return result[start:stop]
     if isinstance(result, dict):

@@ -1,7 +1,6 @@
-"""`latentserve`: `serve` runs the HTTP service; `train` and `export` belong to the offline half.
+"""`latentserve serve`: run the HTTP service (the `latentserve` command dispatches here, latentserve/cli.py).
 
-`train`/`export` import `training.cli` only when used, so that `serve` runs from an
-install without torch. Settings come from LATENTSERVE_* variables; flags override them.
+Settings come from LATENTSERVE_* variables; flags override them.
 """
 
 from __future__ import annotations
@@ -13,11 +12,7 @@ import sys
 
 from pydantic import ValidationError
 
-TRAINING_COMMANDS = ("train", "export")
-USAGE = """\
-usage: latentserve serve [--models DIR] [--host H] [--port P] [--runtime onnx|torchscript] [--device cpu|cuda]
-       latentserve train KIND --data SOURCE --name NAME [...]   (see latentserve train --help)
-       latentserve export CHECKPOINT [...]                      (see latentserve export --help)"""
+from service.settings import Settings
 
 
 def _serve_parser() -> argparse.ArgumentParser:
@@ -32,6 +27,9 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", choices=["onnx", "torchscript"], help="graph runtime (default onnx)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="device (default cpu)")
     p.add_argument("--threads", type=int, help="intra-op threads per graph (default 1)")
+    p.add_argument(
+        "--inference-threads", type=int, help="threads running the graphs, off the event loop (default: cores)"
+    )
     p.add_argument("--max-rows", type=int, help="rows per request (default 10000)")
     p.add_argument("--max-body-bytes", type=int, help="request body size limit (default 16 MiB)")
     p.add_argument("--batching", action=argparse.BooleanOptionalAction, help="micro-batching (default on)")
@@ -51,8 +49,6 @@ def _serve_parser() -> argparse.ArgumentParser:
 def serve(argv: list[str]) -> int:
     args = _serve_parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
-    from service.errors import StartupError
-    from service.settings import Settings
 
     try:
         settings = Settings(**overrides)
@@ -67,23 +63,34 @@ def serve(argv: list[str]) -> int:
     # A SIGTERM before the server runs (models still importing) is a clean exit too; from then on
     # service.lifecycle.Server handles SIGTERM, SIGINT and SIGHUP.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    import uvicorn
-
-    from service.app import create_app
-    from service.connections import protocol_class
-    from service.lifecycle import Server
-
-    try:
-        app = create_app(settings)
-    except StartupError as e:
-        print(f"latentserve serve: cannot start: {e}", file=sys.stderr)
-        return 2
-    if not app.state.repository.models:
+    if not any(p.is_dir() and p.name.isdigit() for p in settings.models.glob("*/*")):
         print(
             f"latentserve serve: no models in {settings.models}; train one first, e.g. "
             f"latentserve train ae --data digits --name digits-ae --models {settings.models}",
             file=sys.stderr,
         )
+        return 2
+    if settings.workers > 1:
+        from service.workers import serve_workers
+
+        return serve_workers(settings, overrides)
+    return run_server(settings)
+
+
+def run_server(settings: Settings, sockets: list | None = None) -> int:
+    """Build the app and serve it until a stop signal (one process; `sockets`: a supervisor's)."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.connections import protocol_class
+    from service.errors import StartupError
+    from service.lifecycle import Server
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app = create_app(settings)
+    except StartupError as e:
+        print(f"latentserve serve: cannot start: {e}", file=sys.stderr)
         return 2
     logging.getLogger(__name__).info(
         "serving %s on http://%s:%s (%s on %s)",
@@ -101,27 +108,14 @@ def serve(argv: list[str]) -> int:
         timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]  # a float: asyncio.wait_for
         http=protocol_class(settings.header_timeout_s),
     )
-    Server(config, app.state.lifecycle, app.state.repository, settings.shutdown_delay_s).run()
+    Server(config, app.state.lifecycle, app.state.repository, settings.shutdown_delay_s).run(sockets=sockets)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m service [serve] [flags]`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    if command == "serve":
-        return serve(rest)
-    if command in TRAINING_COMMANDS:
-        try:
-            from training.cli import main as training_main
-        except ImportError as e:
-            print(f"latentserve {command} needs the training dependencies (torch): {e}", file=sys.stderr)
-            return 2
-        return training_main(argv)
-    print(f"latentserve: unknown command {command!r}\n{USAGE}", file=sys.stderr)
-    return 2
+    return serve(argv[1:] if argv[:1] == ["serve"] else argv)
 
 
 if __name__ == "__main__":

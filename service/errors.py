@@ -21,31 +21,26 @@ budget. `POST /admin/reload` answers 409 when it refused a version (service/admi
 
 from __future__ import annotations
 
+from artifact.errors import BackendUnavailable, InvalidInput, LatentserveError, NotSupported
 
-class ServiceError(Exception):
-    """Base class: `status` is the HTTP status code, `headers` any extra response headers."""
+# The predictor's errors (artifact/errors.py) are the service's: one hierarchy, one handler.
+ServiceError = LatentserveError
+StartupError = BackendUnavailable  # the service cannot start at all (bad settings, missing backend, no CUDA)
 
-    status: int = 500
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {}
-
-
-class InvalidInput(ServiceError):
-    status = 422
+__all__ = [
+    "InvalidInput",
+    "ModelFailed",
+    "ModelNotFound",
+    "ModelNotReady",
+    "NotSupported",
+    "PayloadTooLarge",
+    "ServiceError",
+    "StartupError",
+]
 
 
 class ModelNotFound(ServiceError):
     status = 404
-
-
-class NotSupported(ServiceError):
-    status = 400
 
 
 class PayloadTooLarge(ServiceError):
@@ -63,7 +58,3 @@ class ModelNotReady(ServiceError):
 
 class ModelFailed(ServiceError):
     status = 503
-
-
-class StartupError(Exception):
-    """The service cannot start at all (bad settings, missing backend, CUDA not available)."""

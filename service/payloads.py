@@ -17,6 +17,7 @@ any scalar (the threshold) come as `Latentserve-*` headers.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 import re
@@ -44,6 +45,7 @@ from service.schemas import (
 )
 
 NPY = "application/x-npy"
+OFFLOAD_BYTES = 256 << 10  # JSON bodies past this are parsed off the event loop
 # request schema -> (its options without the array, the array's field)
 PARTS: dict[type[BaseModel], tuple[type[BaseModel], str]] = {
     EncodeRequest: (ModelRequest, "inputs"),
@@ -78,6 +80,8 @@ async def read(request: Request, schema: type[BaseModel]) -> tuple[Any, Any]:
     options, field = PARTS[schema]
     if content_type.split(";")[0].strip().lower() == NPY:
         return options_from_query(request.query_params.multi_items(), options), read_npy(body)
+    if len(body) > OFFLOAD_BYTES:  # tens of ms of parsing: in a thread, so that the loop keeps its turns
+        return await asyncio.to_thread(parse_json, body, content_type, schema)
     return parse_json(body, content_type, schema)
 
 
@@ -195,7 +199,13 @@ def read_npy(body: bytes) -> np.ndarray:
     if simple is not None and struct.unpack("<H", body[8:10])[0] == simple.end() - 10:
         # What np.save writes for a plain 2-D array: no need for the full parser.
         descr, fortran, rows, cols = simple.groups()
-        dtype, fortran_order, shape = np.dtype(descr.decode()), fortran == b"True", (int(rows), int(cols))
+        try:
+            dtype = np.dtype(descr.decode())
+        except TypeError:  # "<f1", "<u8"... that NumPy has no such type for
+            raise InvalidInput(
+                f"the .npy body has dtype {descr.decode()!r}, which is not a NumPy type; expected {NPY_DTYPES}"
+            ) from None
+        fortran_order, shape = fortran == b"True", (int(rows), int(cols))
         offset = simple.end()
     else:
         stream = io.BytesIO(body)

@@ -1,4 +1,4 @@
-"""The model repository: every `<name>/<version>/` under the models folder, as `ModelRuntime`s.
+"""The model repository: every `<name>/<version>/` under the models folder, as `Predictor`s.
 
 The newest ready version of a name is its default; older versions stay addressable. Entries
 starting with '.' are exports in progress and are skipped; folders that cannot be models
@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.backends import Backend
+from artifact.graphs import Backend
+from artifact.manifest import valid_name
+from artifact.predictor import Predictor
 from service.errors import InvalidInput, ModelFailed, ModelNotFound, ModelNotReady
-from service.runtime import ModelRuntime
-from training.manifest import valid_name
 
 log = logging.getLogger(__name__)
 
-Versions = dict[int, ModelRuntime]
+Versions = dict[int, Predictor]
 
 
 @dataclass(frozen=True)
@@ -112,14 +112,14 @@ class ModelRepository:
                 v = int(sub.name)
                 kept = current.models.get(folder.name, {}).get(v)
                 ready = kept is not None and kept.state == "ready"
-                versions[v] = kept if ready else ModelRuntime(sub, self.backend, self.max_rows)  # type: ignore[assignment]
+                versions[v] = kept if ready else Predictor(sub, self.backend, self.max_rows)  # type: ignore[assignment]
             if versions:
                 models[folder.name] = dict(sorted(versions.items()))
             else:
                 ignore(folder, "holds no version folder (<name>/<version>/manifest.json)")
         return State(models, ignored)
 
-    def runtimes(self) -> list[ModelRuntime]:
+    def runtimes(self) -> list[Predictor]:
         """Default (newest) versions first, so that they become usable soonest."""
         models = self.models
         newest = [vs[max(vs)] for vs in models.values()]
@@ -174,7 +174,7 @@ class ModelRepository:
         return report
 
     # ----- serving ---------------------------------------------------------------------------
-    def get(self, name: str | None = None, version: int | None = None) -> ModelRuntime:
+    def get(self, name: str | None = None, version: int | None = None) -> Predictor:
         """The ready model asked for; errors list what is available."""
         models = self.models  # one state for the whole lookup
         if name is None:
@@ -245,7 +245,7 @@ def describe_model(name: str, versions: Versions) -> dict[str, Any]:
     }
 
 
-def describe_version(model: ModelRuntime) -> dict[str, Any]:
+def describe_version(model: Predictor) -> dict[str, Any]:
     """The public part of a manifest: what a client needs, not file hashes or training paths."""
     out: dict[str, Any] = {"version": model.version, "state": model.state}
     if model.reason:

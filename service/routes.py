@@ -18,10 +18,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from artifact.predictor import Predictor
 from service import payloads
 from service.handlers import FastJSONResponse
 from service.repository import ModelRepository
-from service.runtime import ModelRuntime
 from service.schemas import (
     ANOMALY_SCORE_EXAMPLES,
     ENCODE_EXAMPLES,
@@ -127,14 +127,20 @@ def _model_endpoint(path: str, schema: type[BaseModel], response: type[BaseModel
     return register
 
 
-def _use(request: Request, body: Any) -> ModelRuntime:
+def _use(request: Request, body: Any) -> Predictor:
     model = request.app.state.repository.get(body.model, body.version)
     request.state.model = model.name  # the metrics label: a name that exists, never raw client input
     return model
 
 
-async def _run(request: Request, model: ModelRuntime, endpoint: str, x: Any, **options: Any) -> Any:
+async def _run(request: Request, model: Predictor, endpoint: str, x: Any, **options: Any) -> Any:
     return await request.app.state.batching.run(model, endpoint, x, **options)
+
+
+def _clipped(model: Predictor, x: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    """Add `clipped` (per row, how many features the model clipped to its training range) when any were."""
+    clipped = model.clipped(x)
+    return fields if clipped is None else {**fields, "clipped": clipped}
 
 
 @_model_endpoint("/encode", EncodeRequest, EncodeResponse, ENCODE_EXAMPLES)
@@ -143,7 +149,7 @@ async def encode(request: Request) -> Response:
     body, rows = await payloads.read(request, EncodeRequest)
     model = _use(request, body)
     x = model.inputs(rows, "encode")
-    return payloads.reply(request, model, await _run(request, model, "encode", x))
+    return payloads.reply(request, model, _clipped(model, x, await _run(request, model, "encode", x)))
 
 
 @_model_endpoint("/reconstruct", ReconstructRequest, ReconstructResponse, RECONSTRUCT_EXAMPLES)
@@ -152,7 +158,9 @@ async def reconstruct(request: Request) -> Response:
     body, rows = await payloads.read(request, ReconstructRequest)
     model = _use(request, body)
     x = model.inputs(rows, "reconstruct")
-    return payloads.reply(request, model, {"reconstructions": await _run(request, model, "reconstruct", x)})
+    return payloads.reply(
+        request, model, _clipped(model, x, {"reconstructions": await _run(request, model, "reconstruct", x)})
+    )
 
 
 @_model_endpoint("/sample", SampleRequest, SampleResponse, SAMPLE_EXAMPLES)

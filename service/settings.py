@@ -5,6 +5,7 @@ Validated when constructed, so a bad value stops the service before it binds a p
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -26,6 +27,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)  # 0 asks the OS for a free port
     runtime: Literal["onnx", "torchscript"] = "onnx"
+    # Processes on the one port (service/workers.py): each loads every model and drains, reloads and
+    # times out headers as one process would; one reload reaches them all.
+    workers: int = Field(1, ge=1, le=64)
     device: Literal["cpu", "cuda"] = "cpu"
     max_rows: int = Field(10_000, ge=1)  # rows per request (inputs, latents, n)
     max_body_bytes: int = Field(16 * MiB, ge=1024)
@@ -37,6 +41,9 @@ class Settings(BaseSettings):
     # or after max_delay_us (0: nothing waits for company; uvloop's timers count whole milliseconds,
     # so under 500 µs is the next turn). On: 1.5x the one-row requests/s at 8-32 concurrent clients,
     # 7 % fewer with one client (bench/serve.py, README "Performance").
+    # Predictor calls run in a pool of this many threads, off the event loop (service/batching.py), so
+    # that probes and time budgets are answered while graphs run; one per core by default.
+    inference_threads: int = Field(default_factory=lambda: max(1, min(8, os.cpu_count() or 1)), ge=1, le=256)
     batching: bool = True
     max_batch_rows: int = Field(1024, ge=1)
     max_delay_us: int = Field(0, ge=0, le=1_000_000)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.backends import Backend
+from artifact.graphs import Backend
+from artifact.manifest import Manifest
 from service.repository import ModelRepository
-from training.manifest import Manifest
 
 try:  # the machine is small and shared: one thread everywhere
     import torch

@@ -20,7 +20,7 @@ START_TIMEOUT_S = 60
 
 def latentserve() -> list[str]:
     script = Path(sys.executable).with_name("latentserve")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "service"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "latentserve"]
 
 
 def free_port() -> int:

@@ -10,12 +10,13 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from service import scoring
-from service.backends import Backend
-from service.runtime import ModelRuntime
+from artifact import scores as scoring
+from artifact import transforms
+from artifact.graphs import Backend
+from artifact.manifest import LatentPrior, Manifest
+from artifact.predictor import Predictor
 from training import pipeline
 from training.config import KINDS, TrainConfig
-from training.manifest import LatentPrior, Manifest
 from training.train import fold_noise
 
 torch.set_num_threads(1)
@@ -33,7 +34,7 @@ def _inliers(n: int, rng: np.random.Generator) -> np.ndarray:
 def served_scores(artifact: Path, x: np.ndarray, runtime: str = "onnx") -> np.ndarray:
     backend = Backend(runtime, "cpu", threads=1)
     backend.check()
-    model = ModelRuntime(artifact, backend)
+    model = Predictor(artifact, backend)
     model.load()
     assert model.state == "ready", model.reason
     return model.anomaly_score(x).scores
@@ -109,7 +110,7 @@ def test_anomaly_served_scores_reproduce_the_calibration(artifacts, kind):
     ckpt = torch.load(
         next(Path(artifacts[kind]).parents[2].glob(f"runs/plane-{kind}-*/checkpoint.pt")), weights_only=True
     )
-    x_val_raw = scoring.to_raw_space(ckpt["x_val"].numpy(), manifest.preprocessing)
+    x_val_raw = transforms.to_raw_space(ckpt["x_val"].numpy(), manifest.preprocessing)
     scores = served_scores(artifacts[kind], x_val_raw)
     assert np.quantile(scores, 1 - manifest.calibration.contamination) == pytest.approx(
         manifest.calibration.threshold, rel=1e-3
@@ -185,7 +186,7 @@ def test_fold_noise_keeps_the_codes_and_scales_the_outputs(synthetic, tmp_path, 
     folded, _x_train, x_val_folded = fold_noise(cfg, result, prep, x_train, x_val)
     sigma = np.asarray(folded.scale) / np.asarray(prep.scale)
     raw = np.random.default_rng(0).normal(size=(4, N_FEATURES)).astype(np.float32) * 10 + 100
-    assert np.allclose(scoring.to_model_space(raw, folded), scoring.to_model_space(raw, prep) / sigma, rtol=1e-5)
+    assert np.allclose(transforms.to_model_space(raw, folded), transforms.to_model_space(raw, prep) / sigma, rtol=1e-5)
     with torch.no_grad():
         after_z = model.encoder(torch.from_numpy(x_val_folded))
         after_x = model.decoder(after_z[0] if kind == "vae" else after_z).numpy()

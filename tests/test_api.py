@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from artifact.graphs import Backend
 from service.app import create_app
-from service.backends import Backend
 from service.repository import ModelRepository
 from service.schemas import DIGIT_0, DIGIT_1
 from service.settings import Settings

@@ -70,7 +70,7 @@ def local(command: list[str]) -> list[str]:
     """The container's command on this machine: `latentserve`/`python` from this environment."""
     script = Path(sys.executable).with_name("latentserve")
     if command[0] == "latentserve":
-        return ([str(script)] if script.exists() else [sys.executable, "-m", "service"]) + command[1:]
+        return ([str(script)] if script.exists() else [sys.executable, "-m", "latentserve"]) + command[1:]
     if command[0] == "python":
         return [sys.executable, *command[1:]]
     return command

@@ -5,9 +5,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from artifact.manifest import Manifest
 from training import export, pipeline
 from training.config import TrainConfig
-from training.manifest import Manifest
 from training.train import build_model
 
 torch.set_num_threads(1)
@@ -23,8 +23,14 @@ def runs(tmp_path_factory):
     x = np.random.default_rng(0).normal(size=(400, 6)) @ np.random.default_rng(1).normal(size=(6, 10))
     np.save(root / "table.npy", x.astype(np.float32))
     for kind in ("ae", "vae"):  # standardised tabular data: the joint and learned-noise scores
-        cfg = TrainConfig(kind=kind, name=f"t-{kind}", data=str(root / "table.npy"), models=str(root / "models"),
-                          runs=str(root / "runs"), epochs=3)
+        cfg = TrainConfig(
+            kind=kind,
+            name=f"t-{kind}",
+            data=str(root / "table.npy"),
+            models=str(root / "models"),
+            runs=str(root / "runs"),
+            epochs=3,
+        )
         out[f"tab-{kind}"] = pipeline.run(cfg, progress=False)
     return out
 
@@ -121,7 +127,7 @@ def test_export_parity_failure_publishes_nothing(runs, tmp_path, monkeypatch):
 
 
 def test_export_list_versions_ignores_non_version_folders(tmp_path):
-    from training.manifest import list_versions
+    from artifact.manifest import list_versions
 
     for name in ("1", "3", "²", "01", "v2", "latest", "٣"):
         (tmp_path / "m" / name).mkdir(parents=True)
@@ -132,9 +138,9 @@ def test_export_list_versions_ignores_non_version_folders(tmp_path):
 @pytest.mark.parametrize("case", ["ae", "rae", "vae", "gan", "tab-ae", "tab-vae"])
 def test_export_served_scores_reproduce_the_calibration(runs, case):
     """The service's runtime, given the held-out rows in raw units, gives back the calibrated scores."""
-    from service.backends import Backend
+    from artifact.graphs import Backend
+    from artifact.scores import to_raw_space
     from service.repository import ModelRepository
-    from service.scoring import to_raw_space
 
     run = runs[case]
     manifest = Manifest.read(run.artifact)

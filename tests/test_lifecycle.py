@@ -17,12 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from artifact.manifest import Manifest
 from service.app import create_app
 from service.errors import ModelFailed
 from service.schemas import DIGIT_0
 from service.settings import Settings
 from tests.live_server import LiveServer, slow_body
-from training.manifest import Manifest
 
 ROW = [float(v) for v in DIGIT_0]
 KEY = "lifecycle-key-0123456789"
@@ -457,3 +457,68 @@ def test_sigint_stops_at_once_with_status_0(models_dir, tmp_path):
     start = time.monotonic()
     server.signal(signal.SIGINT)
     assert server.process.wait(timeout=20) == 0 and time.monotonic() - start < 5  # no 30 s delay
+
+
+def test_sigterm_under_load_answers_every_accepted_connection(models_dir, tmp_path):
+    """8 clients keep posting through a SIGTERM without watching /readyz: every request on an accepted
+    connection gets a 200 or a 503; the only failures allowed are refused connects, once the port is closed."""
+    server = LiveServer(models_dir, tmp_path / "serve.log", "--shutdown-delay-s", "0.5", "--shutdown-grace-s", "5")
+    server.wait()
+    answers: list[int] = []
+    failures: list[str] = []
+    stopped = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            while not stopped.is_set():
+                try:
+                    answers.append(c.post("/encode", json={"model": "digits-ae", "inputs": [ROW]}).status_code)
+                except httpx.ConnectError:  # refused: the port is closed, this client is done
+                    return
+                except httpx.HTTPError as e:  # reset or dropped on an accepted connection
+                    failures.append(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    before = len(answers)
+    server.signal(signal.SIGTERM)
+    exit_code = server.process.wait(timeout=30)
+    stopped.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert exit_code == 0
+    assert failures == [], failures[:5]
+    assert set(answers) <= {200, 503} and len(answers) > before > 0
+
+
+# ----- several workers ------------------------------------------------------------------------------
+def _all_on_version(url: str, version: int, tries: int = 100) -> bool:
+    """40 requests in a row, each on a new connection (spread over the workers), all served by `version`."""
+    for _ in range(tries):
+        seen = {
+            httpx.post(f"{url}/encode", json={"model": "digits-ae", "inputs": [ROW]}, headers=AUTH).json()["version"]
+            for _ in range(40)
+        }
+        if seen == {version}:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_workers_one_reload_reaches_every_worker_and_they_drain(models_dir, tmp_path):
+    root = tmp_path / "repository"
+    shutil.copytree(models_dir / "digits-ae" / "1", root / "digits-ae" / "1")
+    server = LiveServer(root, tmp_path / "serve.log", "--workers", "2", env={"LATENTSERVE_API_KEY": KEY})
+    server.client.headers.update(AUTH)
+    server.wait()
+    publish(root / "digits-ae" / "1", root / "digits-ae" / "2", 2)
+    assert server.client.post("/admin/reload").status_code == 200  # reaches one worker, which relays it
+    assert _all_on_version(server.url, 2), server.output()[-3000:]
+    publish(root / "digits-ae" / "1", root / "digits-ae" / "3", 3)
+    server.signal(signal.SIGHUP)  # to the supervisor
+    assert _all_on_version(server.url, 3), server.output()[-3000:]
+    server.signal(signal.SIGTERM)
+    assert server.process.wait(timeout=30) == 0
+    assert server.output().count("Finished server process") == 2

@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 
+from service import batching
 from service.app import create_app
 from service.lifecycle import Lifecycle
 from service.limits import Admission
@@ -144,6 +145,48 @@ async def test_app_answers_503_past_max_concurrency(models_dir, onnx_repository)
         probe = await c.get("/readyz")
     assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
     assert probe.status_code == 200
+
+
+# ----- inference off the event loop -------------------------------------------------------------------
+@pytest.fixture
+def slow_encoder(monkeypatch, onnx_repository):
+    """digits-ae's encode taking 1 s of (GIL-free) work, as a large graph run would."""
+    predictor = onnx_repository.get("digits-ae")
+    encode = predictor.encode
+
+    def slow(x):
+        time.sleep(1.0)
+        return encode(x)
+
+    monkeypatch.setattr(predictor, "encode", slow)
+    monkeypatch.setitem(batching.CALLS, "encode", lambda m, x: m.encode(x))  # the instance's, patched
+    return predictor
+
+
+async def test_probes_answer_while_a_graph_runs(models_dir, onnx_repository, slow_encoder):
+    app = create_app(Settings(models=models_dir), onnx_repository)
+    async with client(app) as c:
+        request = asyncio.ensure_future(c.post("/encode", json={"model": "digits-ae", "inputs": [ROW]}))
+        await asyncio.sleep(0.2)  # the encoder is running
+        start = time.perf_counter()
+        probe = await c.get("/healthz")
+        took = time.perf_counter() - start
+        assert not request.done()
+        assert (await request).status_code == 200
+    assert probe.status_code == 200 and took < 0.5  # on the loop, the probe would wait for the graph: ~0.8 s
+
+
+async def test_a_compute_overrun_answers_504_and_drops_the_late_result(models_dir, onnx_repository, slow_encoder):
+    app = create_app(Settings(models=models_dir, request_timeout_s=0.2), onnx_repository)
+    async with client(app) as c:
+        start = time.perf_counter()
+        r = await c.post("/encode", json={"model": "digits-ae", "inputs": [ROW]})
+        took = time.perf_counter() - start
+        await asyncio.sleep(1.0)  # the graph finishes meanwhile; its result goes nowhere
+        after = await c.post("/reconstruct", json={"model": "digits-ae", "inputs": [ROW]})
+    assert r.status_code == 504 and "time budget of 0.2 s" in r.json()["error"]
+    assert took < 0.7  # the budget, not the graph's 1 s
+    assert after.status_code == 200
 
 
 # ----- settings -----------------------------------------------------------------------------------

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.backends import Backend
+from artifact.graphs import Backend
+from artifact.predictor import as_matrix
 from service.errors import InvalidInput, ModelFailed, ModelNotFound, NotSupported, StartupError
 from service.repository import ModelRepository
-from service.runtime import as_matrix
 
 PARITY = 1e-4
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from artifact.manifest import Manifest
 from training import pipeline
 from training.config import TrainConfig
-from training.manifest import Manifest
 
 torch.set_num_threads(1)
 EPOCHS = {"ae": 40, "rae": 40, "vae": 80, "gan": 40}

@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("lr", float, "learning rate η"),
         ("optimizer", str, "adam or sgd"),
         ("seed", int, "random seed (same seed and data → same weights)"),
-        ("val-fraction", float, "fraction of rows held out"),
+        ("val-fraction", float, "fraction of the non-calibration rows held out for early stopping"),
+        ("calibration-fraction", float, "fraction of rows held out first, for the anomaly threshold only"),
         ("contamination", float, "expected outlier share; sets the default anomaly threshold"),
         ("device", str, "auto, cpu or cuda"),
         ("threads", int, "torch CPU threads"),
@@ -107,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args) -> int:
+    from artifact.manifest import valid_name
     from training import pipeline
-    from training.manifest import valid_name
 
     if not valid_name(args.name):
         print(
@@ -125,8 +126,8 @@ def _train(args) -> int:
 
 
 def _export(args) -> int:
+    from artifact.manifest import valid_name
     from training.export import export_checkpoint, load_checkpoint
-    from training.manifest import valid_name
 
     if args.name is not None and not valid_name(args.name):
         print(f"latentserve export: error: invalid --name {args.name!r}", file=sys.stderr)

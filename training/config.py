@@ -7,7 +7,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-KINDS = ("ae", "rae", "vae", "gan")
+from artifact.manifest import KINDS
+
 # Default training length in gradient steps, whatever the row count (bench/anomaly_results.md): on
 # the ODDS sets 3000 steps score as well as 6000 and keep a 29k-row set to seconds; the vae gets
 # 6000 (equal scores there) because its Bernoulli fit of digits needs them; the gan's generator
@@ -40,7 +41,10 @@ class TrainConfig:
     lr: float = 1e-3
     optimizer: str = "adam"  # or "sgd": the notes' θ ← θ − η∇J
     seed: int = 0
-    val_fraction: float = 0.2  # held out for early stopping, parity and score calibration
+    val_fraction: float = 0.2  # of the rows left after calibration: held out for early stopping and parity
+    # held out first, for the anomaly threshold and percentiles only: rows no training decision saw, so
+    # that the threshold flags about `contamination` of fresh inlier rows
+    calibration_fraction: float = 0.15
     contamination: float = 0.1  # default threshold: the (1 − c) quantile of held-out scores
     device: str = "auto"
     threads: int = 1  # small MLPs gain little from more; the machine is shared
@@ -142,6 +146,10 @@ class TrainConfig:
         need(self.lr > 0, f"--lr must be positive, got {self.lr}")
         need(self.optimizer in ("adam", "sgd"), f"--optimizer must be adam or sgd, got {self.optimizer!r}")
         need(0 < self.val_fraction < 0.9, f"--val-fraction must be in (0, 0.9), got {self.val_fraction}")
+        need(
+            0 < self.calibration_fraction < 0.5,
+            f"--calibration-fraction must be in (0, 0.5), got {self.calibration_fraction}",
+        )
         need(0 < self.contamination < 0.5, f"--contamination must be in (0, 0.5), got {self.contamination}")
         need(self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}")
         need(self.threads >= 1, f"--threads must be at least 1, got {self.threads}")

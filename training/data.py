@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.manifest import Preprocessing
+from artifact.manifest import Preprocessing
 
 
 class DataError(ValueError):
@@ -133,6 +133,15 @@ def _column(ds: Dataset, j: int) -> str:
     return f"column {j + 1}" + (f" ({ds.feature_names[j]!r})" if ds.feature_names else "")
 
 
+def split_calibration(x: np.ndarray, cal_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows for training and validation, calibration rows): `cal_fraction` of the rows (at least
+    one) held out before anything else, by their own seeded draw, so that no training decision
+    (fit, best epoch, early stop, σ) ever sees the rows the threshold is set on."""
+    order = np.random.default_rng([seed, 1]).permutation(len(x))
+    n_cal = max(1, int(round(cal_fraction * len(x))))
+    return x[np.sort(order[n_cal:])], x[np.sort(order[:n_cal])]
+
+
 def split(x: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Shuffle with the seed, hold out `val_fraction` of the rows (at least one)."""
     order = np.random.default_rng(seed).permutation(len(x))
@@ -169,7 +178,9 @@ def fit_preprocessing(ds: Dataset, x_train: np.ndarray, scaling: str, allow_cons
         )
     scale = np.where(scale <= 1e-12 * np.maximum(1.0, np.abs(offset)), 1.0, scale)
     return Preprocessing(
-        method=method, offset=[float(v) for v in offset], scale=[float(v) for v in scale],
+        method=method,
+        offset=[float(v) for v in offset],
+        scale=[float(v) for v in scale],
         clip=method == "minmax",
     )
 

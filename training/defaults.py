@@ -9,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from artifact.manifest import MANIFEST_FILE
 from training.config import KINDS, TrainConfig
-from training.manifest import MANIFEST_FILE
 
 DEFAULT_NAMES = {kind: f"digits-{kind}" for kind in KINDS}
 

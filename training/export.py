@@ -19,11 +19,12 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from models.networks import bake_parametrizations
-from service import scoring
-from training.config import TrainConfig
-from training.manifest import (
+from artifact import scores as scoring
+from artifact.graphs import Backend, onnx_session
+from artifact.manifest import (
+    GRAPH_IO,
     KIND_CAPABILITIES,
+    Calibration,
     GraphSpec,
     LatentPrior,
     Manifest,
@@ -32,22 +33,14 @@ from training.manifest import (
     list_versions,
     sha256_file,
 )
+from artifact.predictor import Predictor
+from artifact.transforms import to_raw_space
+from models.networks import bake_parametrizations
+from training.config import TrainConfig
 from training.train import build_model
 
 PARITY_BATCHES = (1, 7, 256)
 PARITY_TOLERANCE = 1e-4
-
-# Graph I/O names: the service reads them from the manifest, these are what we write.
-GRAPH_IO = {
-    ("ae", "encoder"): (["x"], ["z"]),
-    ("rae", "encoder"): (["x"], ["z"]),
-    ("vae", "encoder"): (["x"], ["mu", "logvar"]),
-    ("ae", "decoder"): (["z"], ["x_hat"]),
-    ("rae", "decoder"): (["z"], ["x_hat"]),
-    ("vae", "decoder"): (["z"], ["x_hat"]),
-    ("gan", "generator"): (["z"], ["x_hat"]),
-    ("gan", "discriminator"): (["x"], ["logit", "prob"]),
-}
 
 
 class ExportError(RuntimeError):
@@ -74,7 +67,10 @@ def export_checkpoint(ckpt: dict, models_dir: Path, name: str | None = None) -> 
     model = build_model(cfg, ckpt["n_features"])
     model.load_state_dict(ckpt["state_dict"])
     bake_parametrizations(model)
-    x_val = ckpt["x_val"].numpy().astype(np.float32)  # (N, F) model space
+    x_val = ckpt["x_val"].numpy().astype(np.float32)  # (N, F) model space: parity inputs
+    prep = Preprocessing(**ckpt["preprocessing"])
+    # Calibration rows, raw units: a split no training decision saw (older checkpoints: the validation rows).
+    x_cal = ckpt["x_cal_raw"].numpy() if "x_cal_raw" in ckpt else to_raw_space(x_val, prep)
     parent = Path(models_dir) / name
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=parent))
@@ -84,7 +80,6 @@ def export_checkpoint(ckpt: dict, models_dir: Path, name: str | None = None) -> 
             graphs[role] = _export_graph(cfg.kind, role, module, _golden(cfg, role, model, x_val), tmp)
         method, description = _score_method(cfg)
         prior = LatentPrior(**ckpt["latent_prior"]) if ckpt.get("latent_prior") else None
-        scores = _calibration_scores(method, cfg, graphs, tmp, x_val, prior)
         manifest_fields = dict(
             name=name,
             kind=cfg.kind,
@@ -94,9 +89,9 @@ def export_checkpoint(ckpt: dict, models_dir: Path, name: str | None = None) -> 
             image_shape=ckpt.get("image_shape"),
             latent_dim=cfg.latent_dim,
             likelihood=_likelihood(cfg),
-            preprocessing=Preprocessing(**ckpt["preprocessing"]),
+            preprocessing=prep,
             graphs=graphs,
-            calibration=scoring.calibrate(scores, cfg.contamination, method, description),
+            calibration=_provisional(method, description, cfg.contamination),
             latent_prior=prior,
             training=cfg.to_dict(),
             metrics=ckpt["metrics"],
@@ -104,6 +99,8 @@ def export_checkpoint(ckpt: dict, models_dir: Path, name: str | None = None) -> 
             versions=_library_versions(),
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
+        scores = _calibration_scores(Manifest(version=1, **manifest_fields), tmp, x_cal)
+        manifest_fields["calibration"] = scoring.calibrate(scores, cfg.contamination, method, description)
         return _publish(tmp, parent, manifest_fields)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -189,13 +186,6 @@ def _export_graph(kind: str, role: str, module: nn.Module, golden: dict[int, np.
     }
 
 
-def onnx_session(path: Path) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def _check_parity(role, module, onnx_path, ts_path, golden, out_names) -> None:
     session = onnx_session(onnx_path)
     scripted = torch.jit.load(str(ts_path))
@@ -216,16 +206,28 @@ def _check_parity(role, module, onnx_path, ts_path, golden, out_names) -> None:
                     )
 
 
-def _calibration_scores(
-    method: str, cfg: TrainConfig, graphs: dict, folder: Path, x_val: np.ndarray, prior: LatentPrior | None
-) -> np.ndarray:
-    """Each held-out row's anomaly score, from the exported ONNX graphs by the service's own code."""
+def _provisional(method: str, description: str, contamination: float) -> Calibration:
+    """A placeholder calibration for the manifest the calibration itself is computed through."""
+    return Calibration(
+        method=method,
+        description=description,
+        n_rows=0,
+        levels=[0.0, 1.0],
+        quantiles=[0.0, 0.0],
+        contamination=contamination,
+        threshold=0.0,
+    )
 
-    def run(role: str, x: np.ndarray) -> list[np.ndarray]:
-        spec = graphs[role]["onnx"]
-        return onnx_session(folder / spec.file).run([o.name for o in spec.outputs], {spec.inputs[0].name: x})
 
-    return scoring.anomaly_scores(method, run, x_val, cfg.latent_dim, prior)[0]
+def _calibration_scores(manifest: Manifest, folder: Path, x_cal: np.ndarray) -> np.ndarray:
+    """Each calibration row's anomaly score through the exported ONNX graphs, by the `Predictor`
+    the service runs: the served scores and their calibration come from one code path."""
+    backend = Backend("onnx", "cpu", threads=1)
+    predictor = Predictor(folder, backend, max_rows=max(1, len(x_cal)), manifest=manifest)
+    predictor.load()
+    if predictor.state != "ready":
+        raise ExportError(f"the exported artifact does not load: {predictor.reason}")
+    return predictor.scores(x_cal)[0]
 
 
 def _library_versions() -> dict[str, str]:

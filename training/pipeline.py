@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service import scoring
+from artifact import transforms
 from training import data as data_mod
 from training import plots
 from training.config import ConfigError, TrainConfig
@@ -35,7 +35,8 @@ def prepare(cfg: TrainConfig):
     """Load and check the data, resolve the config, split and scale: returns (cfg, ds, prep, x_train, x_val)."""
     cfg.check()
     ds = data_mod.load(cfg.data)
-    x_train_raw, x_val_raw = data_mod.split(ds.x, cfg.val_fraction, cfg.seed)
+    x_rest, _x_cal = data_mod.split_calibration(ds.x, cfg.calibration_fraction, cfg.seed)
+    x_train_raw, x_val_raw = data_mod.split(x_rest, cfg.val_fraction, cfg.seed)
     cfg = cfg.resolve(ds.x.shape[1], ds.is_image, len(x_train_raw))
     if len(x_train_raw) < cfg.batch_size:
         raise data_mod.DataError(
@@ -45,8 +46,8 @@ def prepare(cfg: TrainConfig):
     if cfg.unit_range and cfg.scaling in ("standard",):
         raise ConfigError("binary cross-entropy / Bernoulli need --scaling minmax (or auto), not standard")
     prep = data_mod.fit_preprocessing(ds, x_train_raw, cfg.scaling, cfg.allow_constant)
-    x_train = scoring.to_model_space(x_train_raw, prep)
-    x_val = scoring.to_model_space(x_val_raw, prep)
+    x_train = transforms.to_model_space(x_train_raw, prep)
+    x_val = transforms.to_model_space(x_val_raw, prep)
     if cfg.unit_range:
         data_mod.check_unit_range(x_train, ds.source)
     return cfg, ds, prep, x_train, x_val
@@ -62,6 +63,8 @@ def run(cfg: TrainConfig, progress: bool = True) -> RunResult:
     run_dir = Path(cfg.runs) / f"{cfg.name}-{stamp}-seed{cfg.seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint(cfg, ds, prep, result, x_train, x_val, metrics)
+    ckpt["x_cal_raw"] = torch.from_numpy(data_mod.split_calibration(ds.x, cfg.calibration_fraction, cfg.seed)[1])
+    ckpt["data"]["calibration_rows"] = int(len(ckpt["x_cal_raw"]))
     torch.save(ckpt, run_dir / "checkpoint.pt")
     (run_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "history": result.history}, indent=2))
     plots.save_all(run_dir, cfg, ds, result, x_val, prep)
@@ -74,11 +77,18 @@ def evaluate(cfg: TrainConfig, result: Fit, x_train: np.ndarray, x_val: np.ndarr
     """Final metrics, each beside the baseline it should beat."""
     model = result.model.cpu().eval()
     xv = torch.from_numpy(x_val)
-    metrics: dict = {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
-                     "stopped_early": result.stopped_early, "train_rows": len(x_train), "val_rows": len(x_val)}
+    metrics: dict = {
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "train_rows": len(x_train),
+        "val_rows": len(x_val),
+    }
     metrics.update({k: v for k, v in result.history[-1].items() if k != "epoch"})
     if cfg.kind == "gan":
-        samples = model.generator(torch.randn(len(x_val), cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed))).numpy()
+        samples = model.generator(
+            torch.randn(len(x_val), cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed))
+        ).numpy()
         rng = np.random.default_rng(cfg.seed)
         noise = rng.uniform(x_train.min(axis=0), x_train.max(axis=0), size=samples.shape).astype(np.float32)
         metrics["sample_nn_distance"] = nn_distance(samples, x_val)
@@ -117,6 +127,11 @@ def checkpoint(cfg, ds, prep, result: Fit, x_train, x_val, metrics) -> dict:
         "x_val": torch.from_numpy(x_val),
         "latent_prior": prior,
         "metrics": metrics,
-        "data": {"source": ds.source, "rows": int(ds.x.shape[0]), "features": int(ds.x.shape[1]),
-                 "train_rows": int(len(x_train)), "val_rows": int(len(x_val))},
+        "data": {
+            "source": ds.source,
+            "rows": int(ds.x.shape[0]),
+            "features": int(ds.x.shape[1]),
+            "train_rows": int(len(x_train)),
+            "val_rows": int(len(x_val)),
+        },
     }

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from service import scoring  # noqa: E402
+from artifact import transforms  # noqa: E402
 
 
 def save_all(run_dir: Path, cfg, ds, result, x_val: np.ndarray, prep) -> None:
@@ -60,7 +60,7 @@ def grid(path: Path, rows: list[np.ndarray], shape, prep, labels: list[str]) -> 
     n = max(len(r) for r in rows)
     fig, axes = plt.subplots(len(rows), n, figsize=(0.8 * n, 0.9 * len(rows)), squeeze=False)
     for i, (imgs, label) in enumerate(zip(rows, labels)):
-        raw = scoring.to_raw_space(imgs, prep)
+        raw = transforms.to_raw_space(imgs, prep)
         for j in range(n):
             ax = axes[i][j]
             ax.axis("off")

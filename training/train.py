@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from artifact.manifest import Preprocessing
 from models import ae, gan, losses, vae
 from training.config import TrainConfig
-from training.manifest import Preprocessing
 
 
 def build_model(cfg: TrainConfig, n_features: int) -> nn.Module:

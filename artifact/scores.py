@@ -1,7 +1,10 @@
-"""NumPy math shared by export (calibration) and serving: preprocessing and anomaly scores.
+"""Anomaly scores and their calibration: the NumPy math that export (calibration) and serving share.
 
-No torch here: the service imports this. Scores are per row, computed in the
-model's (preprocessed) space so that features on different scales weigh alike.
+Scores are per row, computed in the model's (preprocessed) space so that features on different
+scales weigh alike. Inputs are never clipped before scoring: squared-error terms see how far a row
+lies outside the training range by themselves, and models whose graphs take [0, 1] (min-max and
+image scaling) are fed clipped rows with an out-of-range term added to the score, so that a row
+far outside the training range scores above every calibration row.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from training.manifest import Calibration, LatentPrior, Preprocessing
+from artifact.manifest import SCORE_METHODS, Calibration, LatentPrior
+from artifact.transforms import clip_to_unit, range_excess
 
 EPS = 1e-7
 # The gan's latent search: a fixed bank of latents (NumPy's generator, so that every backend
@@ -20,23 +24,6 @@ GAN_SEARCH_SEED = 0
 # The vae's "posterior-draws" score: the same fixed ε for every row and call (deterministic).
 VAE_DRAWS = 16
 VAE_DRAWS_SEED = 0
-
-
-def to_model_space(x: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """(B, F) raw feature values -> (B, F) model inputs."""
-    offset = np.asarray(prep.offset, dtype=np.float32)
-    scale = np.asarray(prep.scale, dtype=np.float32)
-    z = (x.astype(np.float32, copy=False) - offset) / scale
-    if prep.clip:
-        np.clip(z, 0.0, 1.0, out=z)
-    return z
-
-
-def to_raw_space(x: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """(B, F) model outputs -> (B, F) raw feature values."""
-    offset = np.asarray(prep.offset, dtype=np.float32)
-    scale = np.asarray(prep.scale, dtype=np.float32)
-    return x * scale + offset
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
@@ -165,44 +152,67 @@ def gan_search_score(x: np.ndarray, generated: np.ndarray, chunk: int = 1024) ->
 # ----- the score a manifest names --------------------------------------------------------------
 # Graph runner: (role, input) -> the graph's outputs in the manifest's order.
 RunGraph = Callable[[str, np.ndarray], Sequence[np.ndarray]]
-METHODS = (
-    "reconstruction-mse",
-    "reconstruction-bce",
-    "ae-joint-gaussian",
-    "negative-elbo-gaussian-posterior-mean",
-    "negative-elbo-bernoulli-posterior-mean",
-    "negative-elbo-gaussian-posterior-draws",
-    "negative-elbo-bernoulli-posterior-draws",
-    "neg-log-discriminator",
-    "gan-latent-search",
-)
+METHODS = tuple(SCORE_METHODS)
 
 
 def anomaly_scores(
-    method: str, run: RunGraph, x: np.ndarray, latent_dim: int, latent_prior: LatentPrior | None = None
+    method: str,
+    run: RunGraph,
+    x: np.ndarray,
+    latent_dim: int,
+    latent_prior: LatentPrior | None = None,
+    clip: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Scores (B,) and per-feature contributions (B, F) or None of model-space rows `x`, by the
     calibration method a manifest names (`manifest.calibration.method`): the one place that turns
-    graph outputs into scores, for the export's calibration and for the service alike."""
+    graph outputs into scores, for the export's calibration and for the service alike.
+
+    `clip` (the preprocessing's): the graphs see `x` clipped to [0, 1]; cross-entropy terms are
+    taken on the clipped rows plus the squared distance outside [0, 1] (`range_excess`), squared
+    errors on the rows as they are. Either way a value far outside the range raises the score."""
+    xin = clip_to_unit(x)[0] if clip else x
+    excess = range_excess(x) if clip else None
     if method in ("reconstruction-mse", "reconstruction-bce"):
-        x_hat = run("decoder", run("encoder", x)[0])[0]
-        return ae_score(x, x_hat, method.removeprefix("reconstruction-"))
+        likelihood = method.removeprefix("reconstruction-")
+        x_hat = run("decoder", run("encoder", xin)[0])[0]
+        scores, terms = ae_score(_target(x, xin, likelihood), x_hat, likelihood)
+        return _with_excess(scores, terms, excess, likelihood, 1.0 / x.shape[1])
     if method == "ae-joint-gaussian":
         if latent_prior is None:
             raise ValueError("the ae-joint-gaussian score needs the manifest's latent_prior")
-        z = run("encoder", x)[0]
+        z = run("encoder", xin)[0]
         return ae_joint_score(x, run("decoder", z)[0], z, latent_prior)
     if method.startswith("negative-elbo-"):
         likelihood = method.split("-")[2]
-        mu, logvar = run("encoder", x)[:2]
+        mu, logvar = run("encoder", xin)[:2]
+        target = _target(x, xin, likelihood)
         if method.endswith("-posterior-draws"):
-            return vae_draws_score(x, lambda z: run("decoder", z)[0], mu, logvar, likelihood)
-        return vae_score(x, run("decoder", mu)[0], mu, logvar, likelihood)
+            scores, terms = vae_draws_score(target, lambda z: run("decoder", z)[0], mu, logvar, likelihood)
+        else:
+            scores, terms = vae_score(target, run("decoder", mu)[0], mu, logvar, likelihood)
+        return _with_excess(scores, terms, excess, likelihood, 1.0)
     if method == "neg-log-discriminator":
-        return gan_score(run("discriminator", x)[0]), None
+        scores = gan_score(run("discriminator", xin)[0])
+        return (scores if excess is None else scores + excess.sum(axis=1)), None
     if method == "gan-latent-search":
         return gan_search_score(x, run("generator", gan_search_latents(latent_dim))[0])
     raise ValueError(f"unknown anomaly score method {method!r}: expected one of {', '.join(METHODS)}")
+
+
+def _target(x: np.ndarray, xin: np.ndarray, likelihood: str) -> np.ndarray:
+    """What the reconstruction is compared with: the rows as they are for squared errors, the
+    clipped rows for cross-entropies (defined on [0, 1] only)."""
+    return x if likelihood in ("mse", "gaussian") else xin
+
+
+def _with_excess(
+    scores: np.ndarray, terms: np.ndarray, excess: np.ndarray | None, likelihood: str, weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Add the out-of-range term (weighted like the score's own per-feature terms) to a
+    cross-entropy score and its contributions; squared-error scores already include it."""
+    if excess is None or likelihood in ("mse", "gaussian"):
+        return scores, terms
+    return scores + weight * excess.sum(axis=1), terms + weight * excess
 
 
 def calibrate(

@@ -1,9 +1,11 @@
-"""The runtime: one `ModelRuntime` per (name, version), NumPy arrays in and out, no HTTP.
+"""The predictor: one artifact folder (name, version), loaded, verified and warmed; NumPy in and out.
 
-Clients speak raw feature units; the graphs work in model space. Every method here maps
-raw inputs with `to_model_space`, runs the graphs, and maps outputs back with
-`to_raw_space`; the scores come from `service.scoring`, shared with the export's
-calibration so that a served score and its percentile mean the same thing.
+Clients speak raw feature units; the graphs work in model space. Every method maps raw inputs
+with `to_model_space`, runs the graphs, and maps outputs back with `to_raw_space`; the scores come
+from `artifact.scores`, which the export's calibration runs through this same class, so that a
+served score and its percentile mean the same thing. Transports (HTTP, the Open Inference
+Protocol, Ray Serve) and the evaluation command all call this one class; it knows nothing of them.
+Its methods are safe to call from several threads at once (ONNX Runtime sessions are).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from typing import Literal
 import numpy as np
 from pydantic import ValidationError
 
-from service.backends import Backend, Graph
-from service.errors import InvalidInput, NotSupported
-from service.scoring import anomaly_scores, percentiles, to_model_space, to_raw_space
-from training.manifest import KIND_GRAPHS, MANIFEST_FILE, Calibration, Manifest, Preprocessing
+from artifact.errors import ArtifactError, InvalidInput, NotSupported
+from artifact.graphs import Backend, Graph
+from artifact.manifest import KIND_GRAPHS, MANIFEST_FILE, Calibration, Manifest, Preprocessing
+from artifact.scores import anomaly_scores, gan_search_latents, percentiles
+from artifact.transforms import clip_to_unit, to_model_space, to_raw_space
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +82,23 @@ def finite(out: np.ndarray, what: str, source: str) -> np.ndarray:
     return out
 
 
-class ModelRuntime:
-    """One artifact folder: `load()` verifies, opens and warms its graphs; then it answers."""
+class Predictor:
+    """One artifact folder: `load()` verifies, opens and warms its graphs; then it answers.
 
-    def __init__(self, folder: Path, backend: Backend, max_rows: int = 10_000) -> None:
+    `manifest`: use this manifest instead of the folder's manifest.json (the export calibrates a
+    folder whose manifest is not written yet); `open()` is the one-call form that raises."""
+
+    def __init__(
+        self, folder: Path, backend: Backend, max_rows: int = 10_000, manifest: Manifest | None = None
+    ) -> None:
         self.folder = Path(folder)
-        self.name = self.folder.parent.name
-        self.version = int(self.folder.name)
+        self.name = manifest.name if manifest is not None else self.folder.parent.name
+        self.version = manifest.version if manifest is not None else int(self.folder.name)
         self.backend = backend
         self.max_rows = max_rows
         self.state: State = "loading"
         self.reason: str | None = None  # why it failed, when it did
+        self._given = manifest
         self.manifest: Manifest | None = None
         self._graphs: dict[str, Graph] = {}
         self._search_bank: Sequence[np.ndarray] | None = None  # G(fixed latents), gan-latent-search
@@ -97,12 +106,25 @@ class ModelRuntime:
         self._prep: Preprocessing
         self._calibration: Calibration
 
+    @classmethod
+    def open(
+        cls, folder: Path, runtime: str = "onnx", device: str = "cpu", threads: int = 1, max_rows: int = 10_000
+    ) -> Predictor:
+        """Load an artifact folder, ready to answer; ArtifactError with the reason when it is refused."""
+        backend = Backend(runtime, device, threads)
+        backend.check()
+        predictor = cls(Path(folder), backend, max_rows)
+        predictor.load()
+        if predictor.state != "ready":
+            raise ArtifactError(f"{folder} cannot be served: {predictor.reason}")
+        return predictor
+
     # ----- lifecycle -------------------------------------------------------------------------
     def load(self) -> None:
         """Load and warm up, or record why not (state "failed", `reason`); never raises."""
         start = time.perf_counter()
         try:
-            self.manifest = self._read_manifest()
+            self.manifest = self._given or self._read_manifest()
             self._prep, self._calibration = _as_arrays(self.manifest)
             self._verify_hashes()
             for role in KIND_GRAPHS[self.manifest.kind]:
@@ -113,6 +135,8 @@ class ModelRuntime:
                     why = str(e).replace(f"{self.folder}{os.sep}", "")
                     raise ValueError(f"{role} graph file {spec.file} cannot be loaded: {why}") from e
             self._warm_up()
+            if self.manifest.calibration.method == "gan-latent-search":  # decoded once, reused by every score
+                self._search_bank = self._graphs["generator"](gan_search_latents(self.manifest.latent_dim))
         except Exception as e:  # any broken artifact: refuse this model, keep the others
             self.state, self.reason = "failed", str(e) or type(e).__name__
             self._graphs = {}
@@ -148,8 +172,9 @@ class ModelRuntime:
             manifest = Manifest.model_validate_json(path.read_bytes())
         except ValidationError as e:
             first = e.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "manifest"
-            raise ValueError(f"manifest.json is invalid: {where}: {first['msg']}") from None
+            where = ".".join(str(p) for p in first["loc"])
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise ValueError(f"manifest.json is invalid: {where + ': ' if where else ''}{message}") from None
         if (manifest.name, manifest.version) != (self.name, self.version):
             raise ValueError(
                 f"manifest.json describes {manifest.name} version {manifest.version}, "
@@ -206,7 +231,7 @@ class ModelRuntime:
     def encode(self, x: Rows) -> dict[str, np.ndarray]:
         """Raw rows (B, F) -> {"latents": (B, L)}; a vae adds "mu" and "logvar" (latents = mu)."""
         m = self._require("encode")
-        xm = self._model_space(x)
+        xm = self._graph_inputs(self._model_space(x))
         if m.kind == "vae":
             mu, logvar = self._graphs["encoder"](xm)
             return {"latents": finite(mu, "latents", "inputs"), "mu": mu, "logvar": finite(logvar, "logvar", "inputs")}
@@ -215,7 +240,7 @@ class ModelRuntime:
     def reconstruct(self, x: Rows) -> np.ndarray:
         """Raw rows (B, F) -> reconstructions (B, F) in the same raw units."""
         self._require("reconstruct")
-        x_hat, *_ = self._reconstruct_model_space(self._model_space(x))
+        x_hat, *_ = self._reconstruct_model_space(self._graph_inputs(self._model_space(x)))
         return finite(to_raw_space(x_hat, self._prep), "reconstructions", "inputs")
 
     def sample(
@@ -273,11 +298,7 @@ class ModelRuntime:
         m = self._require("anomaly-score")
         if explain:
             self._explainable(m)
-        xm = self._model_space(x)
-        # The method the calibration names: served scores and their percentiles mean the same thing.
-        scores, contributions = anomaly_scores(
-            m.calibration.method, self._score_graph, xm, m.latent_dim, m.latent_prior
-        )
+        scores, contributions = self.scores(x)
         threshold = m.calibration.threshold
         return AnomalyScores(
             scores=finite(scores, "anomaly scores", "inputs"),
@@ -288,6 +309,29 @@ class ModelRuntime:
             if explain and contributions is not None
             else None,
         )
+
+    def scores(self, x: Rows) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw rows -> (scores (B,), per-feature contributions (B, F) or None), by the method the
+        manifest's calibration names, without the calibration (the export calibrates with this)."""
+        m = self._require("anomaly-score")
+        xm = self._model_space(x)
+        return anomaly_scores(
+            m.calibration.method, self._score_graph, xm, m.latent_dim, m.latent_prior, m.preprocessing.clip
+        )
+
+    def clipped(self, x: np.ndarray) -> np.ndarray | None:
+        """(B,) how many features of each raw row encode and reconstruct clip to the training range
+        ([0, 1] in model space, min-max and image models), or None when nothing was clipped."""
+        m = self.manifest
+        if m is None or not m.preprocessing.clip:
+            return None
+        counts = clip_to_unit(to_model_space(x, self._prep))[1]
+        return counts if counts.any() else None
+
+    def run_graph(self, role: str, x: np.ndarray) -> Sequence[np.ndarray]:
+        """One graph on model-space input (for metrics that need the raw graphs, e.g. an IWAE bound)."""
+        self._require_ready()
+        return self._graphs[role](np.ascontiguousarray(x, dtype=np.float32))
 
     def inputs(self, x: Rows, capability: str, explain: bool = False) -> np.ndarray:
         """Raw rows checked for `capability` (encode, reconstruct, anomaly-score): (B, F) float32.
@@ -301,10 +345,14 @@ class ModelRuntime:
         return as_matrix(x, m.n_features, "inputs", self.max_rows, "features")
 
     # ----- helpers ---------------------------------------------------------------------------
-    def _require(self, capability: str) -> Manifest:
+    def _require_ready(self) -> Manifest:
         m = self.manifest
         if m is None or self.state != "ready":
             raise RuntimeError(f"model {self.name} version {self.version} is {self.state}, not ready")
+        return m
+
+    def _require(self, capability: str) -> Manifest:
+        m = self._require_ready()
         if capability not in m.capabilities:
             raise NotSupported(
                 f"model {self.name!r} is a {m.kind}, which supports {', '.join(m.capabilities)}; not {capability}"
@@ -320,17 +368,19 @@ class ModelRuntime:
 
     def _score_graph(self, role: str, x: np.ndarray) -> Sequence[np.ndarray]:
         """Graph runner for `anomaly_scores`. Its only generator call decodes the fixed latent search
-        bank (gan-latent-search), the same every time: decoded once, then reused."""
-        if role != "generator":
-            return self._graphs[role](x)
-        if self._search_bank is None:
-            self._search_bank = self._graphs["generator"](x)
-        return self._search_bank
+        bank (gan-latent-search), the same every time: decoded once at load, then reused."""
+        if role == "generator" and self._search_bank is not None:
+            return self._search_bank
+        return self._graphs[role](x)
 
     def _model_space(self, x: Rows) -> np.ndarray:
         m = self.manifest
         assert m is not None
         return to_model_space(as_matrix(x, m.n_features, "inputs", self.max_rows, "features"), self._prep)
+
+    def _graph_inputs(self, xm: np.ndarray) -> np.ndarray:
+        """What encoders take: model-space rows, clipped to [0, 1] for min-max and image models."""
+        return clip_to_unit(xm)[0] if self._prep.clip else xm
 
     def _reconstruct_model_space(self, xm: np.ndarray) -> tuple[np.ndarray, ...]:
         """(x_hat,) for ae/rae; (x_hat, mu, logvar) for vae, decoding the posterior mean."""

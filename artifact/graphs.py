@@ -1,5 +1,7 @@
 """Graph backends: run one exported graph (ONNX Runtime or TorchScript) on NumPy arrays.
 
+The one place that sets up ONNX Runtime sessions (export's parity checks and the predictor use it).
+
 A `Backend` is chosen once per process from the settings and checked at start-up: asking
 for CUDA and silently getting the CPU is refused. torch is imported only when the
 TorchScript backend is chosen, so that the ONNX service installs without it.
@@ -13,10 +15,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from service.errors import StartupError
+from artifact.errors import BackendUnavailable
 
 if TYPE_CHECKING:
-    from training.manifest import GraphSpec
+    from artifact.manifest import GraphSpec
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +40,10 @@ class Graph(Protocol):
 
 class OnnxGraph:
     def __init__(self, path: Path, spec: GraphSpec, device: str, threads: int) -> None:
-        import onnxruntime as ort
-
-        self.session = ort.InferenceSession(
-            str(path), sess_options=_session_options(threads), providers=_providers(device)
-        )
+        self.session = onnx_session(path, device, threads)
         active = self.session.get_providers()
         if device == "cuda" and active[0] != "CUDAExecutionProvider":
-            raise StartupError(f"{path.name}: asked for CUDAExecutionProvider, the session got {active}")
+            raise BackendUnavailable(f"{path.name}: asked for CUDAExecutionProvider, the session got {active}")
         self.provider = active[0]
         self.input_names = [t.name for t in spec.inputs]
         self.output_names = [t.name for t in spec.outputs]
@@ -107,6 +105,14 @@ class Backend:
         return {"runtime": self.runtime, "device": self.device, "provider": self.provider}
 
 
+def onnx_session(path: Path | bytes, device: str = "cpu", threads: int = 1):  # -> onnxruntime.InferenceSession
+    """An ONNX Runtime session with this project's options (threads pinned, no spinning)."""
+    import onnxruntime as ort
+
+    source = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(source, sess_options=_session_options(threads), providers=_providers(device))
+
+
 def _providers(device: str) -> list[str]:
     # CPU stays listed after CUDA so that ops without a CUDA kernel still run.
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
@@ -131,15 +137,15 @@ def _check_onnx(device: str, threads: int) -> str:
 
     available = ort.get_available_providers()
     if device == "cuda" and "CUDAExecutionProvider" not in available:
-        raise StartupError(
+        raise BackendUnavailable(
             f"--device cuda needs onnxruntime's CUDAExecutionProvider, but onnxruntime "
             f"{ort.__version__} offers only {available}; install onnxruntime-gpu with the CUDA "
             f"libraries, use --runtime torchscript, or use --device cpu"
         )
-    session = ort.InferenceSession(_PROBE_ONNX, sess_options=_session_options(threads), providers=_providers(device))
+    session = onnx_session(_PROBE_ONNX, device, threads)
     active = session.get_providers()
     if device == "cuda" and active[0] != "CUDAExecutionProvider":
-        raise StartupError(
+        raise BackendUnavailable(
             f"--device cuda: onnxruntime lists CUDAExecutionProvider but a session got {active} "
             f"(CUDA or cuDNN libraries missing?); refusing to run on the CPU instead"
         )
@@ -150,11 +156,11 @@ def _check_torch(device: str, threads: int) -> str:
     try:
         import torch
     except ImportError as e:
-        raise StartupError(
+        raise BackendUnavailable(
             "--runtime torchscript needs torch, which is not installed here "
             "(install the training extra, or use --runtime onnx)"
         ) from e
     torch.set_num_threads(threads)
     if device == "cuda" and not torch.cuda.is_available():
-        raise StartupError(f"--device cuda: torch {torch.__version__} sees no CUDA device; use --device cpu")
+        raise BackendUnavailable(f"--device cuda: torch {torch.__version__} sees no CUDA device; use --device cpu")
     return f"torch-{device}"

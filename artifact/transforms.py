@@ -1,0 +1,39 @@
+"""Preprocessing: raw feature units <-> the model's space, by the manifest's `Preprocessing`.
+
+x_model = (x_raw - offset) / scale and back. Nothing is clipped here: a score must see how far
+a row lies outside the training range (artifact/scores.py adds the out-of-range term for models
+whose graphs only accept [0, 1]); `clip_to_unit` is what those graphs are fed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from artifact.manifest import Preprocessing
+
+
+def to_model_space(x: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """(B, F) raw feature values -> (B, F) model-space values (float32, not clipped)."""
+    offset = np.asarray(prep.offset, dtype=np.float32)
+    scale = np.asarray(prep.scale, dtype=np.float32)
+    return (x.astype(np.float32, copy=False) - offset) / scale
+
+
+def to_raw_space(x: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """(B, F) model outputs -> (B, F) raw feature values."""
+    offset = np.asarray(prep.offset, dtype=np.float32)
+    scale = np.asarray(prep.scale, dtype=np.float32)
+    return x * scale + offset
+
+
+def clip_to_unit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows clipped to [0, 1] (what a min-max or image model's graphs take), and per row the
+    number of features that were outside it: (B, F) float32, (B,) int."""
+    clipped = np.clip(x, 0.0, 1.0)
+    return clipped, (clipped != x).sum(axis=1)
+
+
+def range_excess(x: np.ndarray) -> np.ndarray:
+    """(B, F) squared distance of each model-space value outside [0, 1] (0 inside): the
+    out-of-range term of the scores of models whose graphs see clipped inputs."""
+    return (x - np.clip(x, 0.0, 1.0)).astype(np.float64) ** 2

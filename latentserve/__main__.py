@@ -1,0 +1,5 @@
+import sys
+
+from latentserve.cli import main
+
+sys.exit(main())
