@@ -27,6 +27,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", choices=["onnx", "torchscript"], help="graph runtime (default onnx)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="device (default cpu)")
     p.add_argument("--threads", type=int, help="intra-op threads per graph (default 1)")
+    p.add_argument("--workers", type=int, help="worker processes on the one port (default 1)")
     p.add_argument(
         "--inference-threads", type=int, help="threads running the graphs, off the event loop (default: cores)"
     )

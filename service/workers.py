@@ -2,7 +2,9 @@
 
 Each worker is a full `latentserve serve` (its own models, event loop, inference pool) running
 `service.lifecycle.Server`, so the SIGTERM drain, the header timeout and SIGHUP reloads work in every
-worker. The supervisor binds the port, starts the workers and relays signals:
+worker. Each listens on its own SO_REUSEPORT socket, so that the kernel spreads new connections
+evenly over the workers (one shared socket lets whichever worker wakes first take most of them).
+The supervisor holds the port, starts the workers and relays signals:
 - SIGTERM / SIGINT: to every worker, which drain as one process would; the supervisor exits 0 when
   they have;
 - SIGHUP: to every worker, which reload their repository;
@@ -29,8 +31,10 @@ SUPERVISOR_ENV = "LATENTSERVE_SUPERVISOR_PID"  # set in each worker: where to se
 
 def serve_workers(settings: Any, overrides: dict[str, Any]) -> int:
     """Bind once, run `settings.workers` workers until a stop signal; the exit status."""
-    sock = socket.create_server((settings.host, settings.port), reuse_port=False, backlog=2048)
-    sock.set_inheritable(True)
+    # Bound, never listening: holds the port for the workers' SO_REUSEPORT sockets, fails early if taken.
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((settings.host, settings.port))
     context = multiprocessing.get_context("spawn")
     os.environ[SUPERVISOR_ENV] = str(os.getpid())
     workers: list[BaseProcess] = []
@@ -38,7 +42,7 @@ def serve_workers(settings: Any, overrides: dict[str, Any]) -> int:
     reloads: list[int] = []
 
     def start() -> BaseProcess:
-        process = context.Process(target=_worker, args=(overrides, sock), name="latentserve-worker")
+        process = context.Process(target=_worker, args=(overrides,), name="latentserve-worker")
         process.start()
         return process
 
@@ -73,13 +77,18 @@ def _relay(workers: list[BaseProcess], sig: int) -> None:
             os.kill(process.pid, sig)
 
 
-def _worker(overrides: dict[str, Any], sock: socket.socket) -> None:
-    """One worker process: the app and the draining server of `latentserve serve`, on the shared socket."""
+def _worker(overrides: dict[str, Any]) -> None:
+    """One worker process: the app and the draining server of `latentserve serve`, on its own socket."""
     from service.cli import run_server
     from service.settings import Settings
 
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only, which relays it once
     settings = Settings(**{**overrides, "workers": 1})
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((settings.host, settings.port))
+    sock.listen(2048)
     run_server(settings, sockets=[sock])
 
 
