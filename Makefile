@@ -28,9 +28,10 @@ run: train-defaults  ## train the defaults if needed, then serve on port $(PORT)
 test: install
 	$(PY) -m pytest -q
 
-lint: install
+lint: install  ## ruff (lint and format) and mypy (artifact/, service/, models/, latentserve/): what CI runs
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -102,3 +102,20 @@ def digits() -> np.ndarray:
     from sklearn.datasets import load_digits
 
     return load_digits().data.astype(np.float32)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The async tests (pytest.mark.anyio) run on asyncio, as the service does."""
+    return "asyncio"
+
+
+@pytest.fixture
+async def client(models_dir: Path, onnx_repository: ModelRepository):
+    """An httpx client on the app in process, serving the session's ONNX repository without a key."""
+    from service.app import create_app
+    from service.settings import Settings
+    from tests.live_server import client_for
+
+    async with client_for(create_app(Settings(models=models_dir), onnx_repository)) as c:
+        yield c

@@ -23,6 +23,11 @@ def latentserve() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "latentserve"]
 
 
+def client_for(app) -> httpx.AsyncClient:
+    """An httpx client on an app in process (the ASGI transport, no socket)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

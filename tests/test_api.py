@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -12,24 +11,10 @@ from service.app import create_app
 from service.repository import ModelRepository
 from service.schemas import DIGIT_0, DIGIT_1
 from service.settings import Settings
+from tests.live_server import client_for
 
 pytestmark = pytest.mark.anyio
 ROW = [float(v) for v in DIGIT_0]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-def client_for(app) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-
-
-@pytest.fixture
-async def client(models_dir, onnx_repository):
-    async with client_for(create_app(Settings(models=models_dir), onnx_repository)) as c:
-        yield c
 
 
 @pytest.fixture

@@ -19,11 +19,6 @@ from service.settings import Settings
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def batching(max_rows: int = 1024, max_delay_us: int = 0) -> Batching:
     return Batching(True, max_rows, max_delay_us, CollectorRegistry())
 

@@ -29,11 +29,6 @@ CHECKS = ["--checks", "all", "--exclude-checks", "positive_data_acceptance"]
 BUDGET = ["--max-examples", "12", "--max-time", "30", "--seed", "20261128", "--workers", "1"]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def test_fuzz_finds_no_server_error_and_no_schema_violation(models_dir, tmp_path):
     server = LiveServer(
         models_dir,

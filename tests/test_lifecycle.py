@@ -204,11 +204,6 @@ def test_repository_ignores_model_folders_that_are_not_models(copy_model, load_r
     assert len(repository.ignored) == 1 and reason in repository.ignored[0]["reason"]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_refusals_show_in_readyz_and_models(copy_model, load_repository, tamper, tmp_path):
     tamper(copy_model("digits-ae", tmp_path) / "decoder.onnx")

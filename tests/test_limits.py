@@ -26,11 +26,6 @@ ROW = [float(v) for v in DIGIT_0]
 JSON = {"content-type": "application/json"}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Gate:
     """An ASGI app whose requests wait until `open()`; it counts those waiting."""
 

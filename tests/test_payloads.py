@@ -22,11 +22,6 @@ NPY = "application/x-npy"
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def client(models_dir, onnx_repository):
     app = create_app(Settings(models=models_dir), onnx_repository)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:

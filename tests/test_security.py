@@ -8,14 +8,13 @@ import re
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 
 from service import auth
 from service.app import create_app
 from service.schemas import DIGIT_0
 from service.settings import Settings
-from tests.live_server import LiveServer, latentserve
+from tests.live_server import LiveServer, client_for, latentserve
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,36 +24,21 @@ ENCODE = {"model": "digits-ae", "inputs": [ROW]}
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-def client_for(app) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-
-
-@pytest.fixture
-async def open_client(models_dir, onnx_repository):
-    async with client_for(create_app(Settings(models=models_dir), onnx_repository)) as c:
-        yield c
-
-
-@pytest.fixture
 async def keyed_client(models_dir, onnx_repository):
     async with client_for(create_app(Settings(models=models_dir, api_key=KEY), onnx_repository)) as c:
         yield c
 
 
 # ----- without a key ------------------------------------------------------------------------------
-async def test_without_a_key_every_endpoint_is_open(open_client):
-    r = await open_client.post("/encode", json=ENCODE)
+async def test_without_a_key_every_endpoint_is_open(client):
+    r = await client.post("/encode", json=ENCODE)
     assert r.status_code == 200
 
 
-async def test_without_a_key_admin_endpoints_do_not_exist(open_client):
-    r = await open_client.post("/admin/reload")
+async def test_without_a_key_admin_endpoints_do_not_exist(client):
+    r = await client.post("/admin/reload")
     assert r.status_code == 404
-    assert "/admin/reload" not in (await open_client.get("/openapi.json")).json()["paths"]
+    assert "/admin/reload" not in (await client.get("/openapi.json")).json()["paths"]
 
 
 # ----- with a key ---------------------------------------------------------------------------------
@@ -232,9 +216,9 @@ async def test_versions_are_positive_integers_only(traversal_client, version):
 
 
 # ----- CORS ---------------------------------------------------------------------------------------
-async def test_cors_is_closed_by_default(open_client):
-    simple = await open_client.get("/models", headers={"Origin": "https://evil.example"})
-    preflight = await open_client.options(
+async def test_cors_is_closed_by_default(client):
+    simple = await client.get("/models", headers={"Origin": "https://evil.example"})
+    preflight = await client.options(
         "/encode", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
     )
     assert "access-control-allow-origin" not in simple.headers
