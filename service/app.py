@@ -78,7 +78,7 @@ def create_app(settings: Settings, repository: ModelRepository | None = None) ->
     app.state.repository = repository
     app.state.lifecycle = Lifecycle()
     app.state.metrics = CollectorRegistry()  # one per app: tests build many apps in one process
-    app.state.inference = Inference(settings.inference_threads)
+    app.state.inference = Inference(settings.inference_threads, settings.inline_budget_ms / 1000)
     app.state.batching = Batching(
         settings.batching, settings.max_batch_rows, settings.max_delay_us, app.state.metrics, app.state.inference
     )

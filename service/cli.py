@@ -31,6 +31,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--inference-threads", type=int, help="threads running the graphs, off the event loop (default: cores)"
     )
+    p.add_argument("--inline-budget-ms", type=float, help="calls measured under this run on the loop (default 2)")
     p.add_argument("--max-rows", type=int, help="rows per request (default 10000)")
     p.add_argument("--max-body-bytes", type=int, help="request body size limit (default 16 MiB)")
     p.add_argument("--batching", action=argparse.BooleanOptionalAction, help="micro-batching (default on)")

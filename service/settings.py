@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # Predictor calls run in a pool of this many threads, off the event loop (service/batching.py), so
     # that probes and time budgets are answered while graphs run; one per core by default.
     inference_threads: int = Field(default_factory=lambda: max(1, min(8, os.cpu_count() or 1)), ge=1, le=256)
+    # A call measured to take under this many ms runs on the loop: cheaper there than the hop to a thread
+    # (service/batching.py, Inference); 0: every call in the pool.
+    inline_budget_ms: float = Field(2.0, ge=0, le=50)
     batching: bool = True
     max_batch_rows: int = Field(1024, ge=1)
     max_delay_us: int = Field(0, ge=0, le=1_000_000)

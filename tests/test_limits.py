@@ -145,7 +145,8 @@ async def test_app_answers_503_past_max_concurrency(models_dir, onnx_repository)
 # ----- inference off the event loop -------------------------------------------------------------------
 @pytest.fixture
 def slow_encoder(monkeypatch, onnx_repository):
-    """digits-ae's encode taking 1 s of (GIL-free) work, as a large graph run would."""
+    """digits-ae's encode taking 1 s of (GIL-free) work, as a large graph run would (the tests send
+    one row, so they turn off inline calls: a real 1-row call takes microseconds)."""
     predictor = onnx_repository.get("digits-ae")
     encode = predictor.encode
 
@@ -159,7 +160,7 @@ def slow_encoder(monkeypatch, onnx_repository):
 
 
 async def test_probes_answer_while_a_graph_runs(models_dir, onnx_repository, slow_encoder):
-    app = create_app(Settings(models=models_dir), onnx_repository)
+    app = create_app(Settings(models=models_dir, inline_budget_ms=0), onnx_repository)  # every call in the pool
     async with client(app) as c:
         request = asyncio.ensure_future(c.post("/encode", json={"model": "digits-ae", "inputs": [ROW]}))
         await asyncio.sleep(0.2)  # the encoder is running
@@ -172,7 +173,7 @@ async def test_probes_answer_while_a_graph_runs(models_dir, onnx_repository, slo
 
 
 async def test_a_compute_overrun_answers_504_and_drops_the_late_result(models_dir, onnx_repository, slow_encoder):
-    app = create_app(Settings(models=models_dir, request_timeout_s=0.2), onnx_repository)
+    app = create_app(Settings(models=models_dir, request_timeout_s=0.2, inline_budget_ms=0), onnx_repository)
     async with client(app) as c:
         start = time.perf_counter()
         r = await c.post("/encode", json={"model": "digits-ae", "inputs": [ROW]})
