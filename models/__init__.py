@@ -1,3 +1,1 @@
-"""Networks and losses of the four model kinds (torch only, no I/O)."""
-
-KINDS = ("ae", "rae", "vae", "gan")
+"""Networks and losses of the four model kinds (torch only, no I/O); the kind list is artifact.manifest.KINDS."""
