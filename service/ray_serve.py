@@ -25,6 +25,7 @@ import asyncio
 import logging
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray is imported: no usage reports
@@ -81,6 +82,14 @@ class LatentServe:
         self.problem: str | None = None
         self.settings: Settings | None = None
         self.repository: ModelRepository | None = None
+        models = Path(str(settings.get("models")))
+        if not models.is_dir():  # before Settings, whose message tells a local user to train a model
+            self.problem = (
+                f"the model repository {str(models)!r} does not exist on node {self.node}: every node must "
+                "see it at the same path (a shared volume, or a copy on each node)"
+            )
+            log.error("%s", self.problem)
+            return
         try:
             self.settings = Settings(**settings)
             logging.getLogger("service").setLevel(self.settings.log_level.upper())
@@ -143,12 +152,12 @@ class LatentServe:
         }
 
 
-def deployment(args: RayArgs) -> Application:
-    """The bound application for validated args."""
+def deployment(args: RayArgs, user_config: dict[str, Any] | None = None) -> Application:
+    """The bound application for validated args; `user_config` replaces the one the args give."""
     settings = Settings(**{**args.settings, "models": "/"})  # the drain and limit values, as the replicas see them
     options: dict[str, Any] = {
         "name": "latentserve",
-        "user_config": args.user_config,
+        "user_config": args.user_config if user_config is None else user_config,
         "max_ongoing_requests": settings.max_concurrency,  # past it Ray queues at the proxy, as admission would refuse
         "ray_actor_options": {"num_cpus": args.replica_cpus},
         "health_check_period_s": HEALTH_CHECK_PERIOD_S,
