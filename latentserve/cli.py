@@ -10,7 +10,8 @@ import sys
 SERVICE_COMMANDS = ("serve",)
 TRAINING_COMMANDS = ("train", "export")
 USAGE = """\
-usage: latentserve serve [--models DIR] [--host H] [--port P] [--runtime onnx|torchscript] [--device cpu|cuda] [...]
+usage: latentserve serve [--models DIR] [--host H] [--port P] [--runtime onnx|torchscript] [--device cpu|cuda]
+                         [--workers N] [--engine uvicorn|ray] [--replicas N] [...]
        latentserve train KIND --data SOURCE --name NAME [...]   (see latentserve train --help)
        latentserve export CHECKPOINT [...]                      (see latentserve export --help)"""
 

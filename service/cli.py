@@ -45,12 +45,19 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--cors-origins", help="comma-separated origins allowed by CORS (default: none)")
     # No --api-key flag: a command line is visible to every user of the machine (ps); use LATENTSERVE_API_KEY.
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    # Ray Serve (service/ray_cli.py; pip install 'latentserve[ray]'): replicas behind Ray's HTTP proxy.
+    p.add_argument("--engine", choices=["uvicorn", "ray"], default="uvicorn", help="one process, or Ray Serve")
+    p.add_argument("--replicas", type=int, help="with --engine ray: fixed replicas (default: autoscaling)")
+    p.add_argument("--ray-address", help="with --engine ray: join this cluster (default: start one here)")
     return p
+
+
+RAY_FLAGS = ("engine", "replicas", "ray_address")
 
 
 def serve(argv: list[str]) -> int:
     args = _serve_parser().parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k not in RAY_FLAGS}
 
     try:
         settings = Settings(**overrides)
@@ -62,6 +69,10 @@ def serve(argv: list[str]) -> int:
             print(f"latentserve serve: invalid setting {field} ({where}): {err['msg']}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.engine == "ray":
+        from service.ray_cli import serve_on_ray
+
+        return serve_on_ray(settings, args.replicas, args.ray_address)
     # A SIGTERM before the server runs (models still importing) is a clean exit too; from then on
     # service.lifecycle.Server handles SIGTERM, SIGINT and SIGHUP.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))

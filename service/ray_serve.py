@@ -1,0 +1,178 @@
+"""Ray Serve: the same FastAPI app (`service.app.create_app`) in every replica, behind Ray's HTTP proxy.
+
+    serve run service.ray_serve:build_app models=DIR [replicas=N] [key=value ...]
+    serve deploy deploy/ray/serve_config.yaml
+
+One deployment, `LatentServe`, wraps the whole app: every endpoint, with the same limits,
+errors and row micro-batcher (per replica: Ray spreads requests, each replica batches the
+ones it holds). Ray's own `@serve.batch` is not used.
+
+- Each replica loads the repository in its constructor, so Ray routes to it only once its
+  models are warm; its initial health check, and one every HEALTH_CHECK_PERIOD_S, raises while
+  the replica cannot serve everything it should (models folder missing on this node, a version
+  refused at start), so Ray keeps traffic off it and replaces it.
+- A new `generation` in the user_config (the `generation` arg) makes every replica reload the
+  repository in place (`ModelRepository.reload`: load aside, then swap), without a restart.
+  A user_config that a running replica cannot take is logged with its reason and ignored:
+  the replica keeps serving its models (Ray would otherwise replace the replica, and a new one
+  would fail the same way).
+- Autoscaling on ongoing requests (service/ray_config.py has the defaults), or `replicas=N`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray is imported: no usage reports
+
+try:
+    from ray import serve
+    from ray.serve import Application
+except ImportError as e:  # pragma: no cover - exercised by tests/test_ray_serve.py in a subprocess
+    raise ImportError("Ray Serve is not installed: pip install 'latentserve[ray]'") from e
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from artifact.graphs import Backend
+from service.app import create_app
+from service.errors import StartupError
+from service.ray_config import HEALTH_CHECK_PERIOD_S, HEALTH_CHECK_TIMEOUT_S, RayArgs, UserConfig, describe, parse_args
+from service.repository import ModelRepository
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def open_repository(settings: Settings) -> ModelRepository:
+    """The replica's models, loaded and warm (the one place that builds them; issue 9 may change it)."""
+    backend = Backend(settings.runtime, settings.device, settings.threads)
+    backend.check()
+    repository = ModelRepository(settings.models, backend, settings.max_rows)
+    repository.load_all()
+    return repository
+
+
+def _unavailable(problem: str) -> ASGIApp:
+    """The app of a replica that cannot serve: 503 with the reason (its health check fails first)."""
+
+    async def refuse(request: Request) -> JSONResponse:
+        return JSONResponse({"error": f"this replica cannot serve: {problem}"}, status_code=503)
+
+    return Starlette(routes=[Route("/{path:path}", refuse, methods=["GET", "POST"])])
+
+
+@serve.ingress()
+class LatentServe:
+    """One replica: the latentserve app over this node's view of the model repository."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.node = socket.gethostname()
+        self.generation: int | str | None = None  # set by the first reconfigure
+        self.rejected: str | None = None  # the last user_config refused, and why
+        self.problem: str | None = None
+        self.settings: Settings | None = None
+        self.repository: ModelRepository | None = None
+        models = Path(str(settings.get("models")))
+        if not models.is_dir():  # before Settings, whose message tells a local user to train a model
+            self.problem = (
+                f"the model repository {str(models)!r} does not exist on node {self.node}: every node must "
+                "see it at the same path (a shared volume, or a copy on each node)"
+            )
+            log.error("%s", self.problem)
+            return
+        try:
+            self.settings = Settings(**settings)
+            logging.getLogger("service").setLevel(self.settings.log_level.upper())
+            self.repository = open_repository(self.settings)
+        except ValidationError as e:
+            self.problem = f"invalid settings on node {self.node}: {describe(e)}"
+        except StartupError as e:
+            self.problem = f"cannot start on node {self.node}: {e}"
+        except OSError as e:
+            self.problem = f"cannot read the model repository {settings.get('models')!r} on node {self.node}: {e}"
+        if self.problem:
+            log.error("%s", self.problem)
+
+    def __serve_build_asgi_app__(self) -> ASGIApp:
+        if self.settings is None or self.repository is None:
+            return _unavailable(self.problem or "not started")
+        return create_app(self.settings, repository=self.repository)
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        try:
+            config = UserConfig.model_validate(user_config)
+        except ValidationError as e:
+            reason = f"user_config {user_config!r} refused: {describe(e)}"
+            if self.generation is None:  # a new replica: no models serving yet, so fail its start
+                raise ValueError(reason) from None
+            self.rejected = f"{reason}; generation {self.generation!r} keeps serving"
+            log.error("%s", self.rejected)
+            return
+        first, self.generation = self.generation is None, config.generation
+        self.rejected = None
+        if first or self.repository is None:
+            return  # the constructor has just loaded the repository
+        report = await asyncio.to_thread(self.repository.reload)  # requests keep being served meanwhile
+        log.info("generation %r: %s", config.generation, report.summary())
+
+    def check_health(self) -> None:
+        """Raise (Ray stops routing here and replaces the replica) unless every model serves."""
+        if self.problem:
+            raise RuntimeError(self.problem)
+        assert self.settings is not None and self.repository is not None
+        if not self.settings.models.is_dir():
+            raise RuntimeError(
+                f"the model repository {str(self.settings.models)!r} is gone on node {self.node}: "
+                "every node must mount it at the same path"
+            )
+        problems = self.repository.problems()
+        if problems:
+            raise RuntimeError(f"not ready on node {self.node}: " + "; ".join(problems))
+
+    def status(self) -> dict[str, Any]:
+        """What this replica serves (for `DeploymentHandle` callers and the tests)."""
+        repository = self.repository
+        return {
+            "node": self.node,
+            "pid": os.getpid(),
+            "generation": self.generation,
+            "rejected": self.rejected,
+            "problem": self.problem,
+            "serving": repository.serving() if repository is not None else {},
+        }
+
+
+def deployment(args: RayArgs, user_config: dict[str, Any] | None = None) -> Application:
+    """The bound application for validated args; `user_config` replaces the one the args give."""
+    settings = Settings(**{**args.settings, "models": "/"})  # the drain and limit values, as the replicas see them
+    options: dict[str, Any] = {
+        "name": "latentserve",
+        "user_config": args.user_config if user_config is None else user_config,
+        "max_ongoing_requests": settings.max_concurrency,  # past it Ray queues at the proxy, as admission would refuse
+        "ray_actor_options": {"num_cpus": args.replica_cpus},
+        "health_check_period_s": HEALTH_CHECK_PERIOD_S,
+        "health_check_timeout_s": HEALTH_CHECK_TIMEOUT_S,
+        "graceful_shutdown_wait_loop_s": max(settings.shutdown_delay_s, 0.1),
+        "graceful_shutdown_timeout_s": max(settings.shutdown_grace_s, 0.1),
+    }
+    autoscaling = args.autoscaling()
+    if autoscaling is None:
+        options["num_replicas"] = args.replicas
+    else:
+        options["autoscaling_config"] = autoscaling
+    return serve.deployment(LatentServe).options(**options).bind(args.settings_overrides())
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """`serve run service.ray_serve:build_app models=DIR ...` and serve configs' import_path."""
+    return deployment(parse_args(args))
