@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import Dataset, DataError, load
+from training.data import DataError, Dataset, load
 from training.manifest import MANIFEST_FILE, list_versions, valid_name
 from training.predictor import open_predictor
 
