@@ -117,6 +117,7 @@ def _evaluate(args) -> int:
     from training.evaluate import EvaluateError, run
     from training.predictor import ModelRefused
 
+    logging.getLogger("service").setLevel(logging.WARNING)  # the report names the model; no load chatter
     try:
         return run(args)
     except (DataError, EvaluateError, ModelRefused, OSError) as e:
