@@ -87,12 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", help="path to a run folder's checkpoint.pt")
     e.add_argument("--models", default=None, help="model repository")
     e.add_argument("--name", default=None, help="publish under this name (default: the trained name)")
+
+    from training.evaluate import add_parser as add_evaluate_parser
+
+    add_evaluate_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if args.command == "evaluate":  # torch-free: runs the exported ONNX artifact
+        return _evaluate(args)
     # Imported here so that `--help` and argument errors answer without loading torch.
     from training.config import ConfigError
     from training.data import DataError
@@ -104,6 +110,19 @@ def main(argv: list[str] | None = None) -> int:
         return _train(args)
     except (DataError, ConfigError, ExportError, RuntimeError) as e:
         print(f"latentserve {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _evaluate(args) -> int:
+    from training.data import DataError
+    from training.evaluate import EvaluateError, run
+    from training.predictor import ModelRefused
+
+    logging.getLogger("service").setLevel(logging.WARNING)  # the report names the model; no load chatter
+    try:
+        return run(args)
+    except (DataError, EvaluateError, ModelRefused, OSError) as e:
+        print(f"latentserve evaluate: error: {e}", file=sys.stderr)
         return 2
 
 

@@ -111,7 +111,7 @@ def _likelihood(cfg: TrainConfig) -> str:
 
 
 def _score_method(cfg: TrainConfig) -> tuple[str, str]:
-    """The score's name (service.scoring.anomaly_scores computes it) and a one-line description.
+    """The score's name (artifact.scores.anomaly_scores computes it) and a one-line description.
     Checkpoints from before `score` existed get the scores they were made with."""
     if cfg.kind in ("ae", "rae") and cfg.score == "joint":
         return "ae-joint-gaussian", (
