@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.middleware.cors import CORSMiddleware
 
-from service import admin, handlers, openapi
+from service import admin, handlers, oip, openapi
 from service.auth import ApiKey
 from service.backends import Backend
 from service.batching import Batching
@@ -80,6 +80,7 @@ def create_app(settings: Settings, repository: ModelRepository | None = None) ->
     app.state.batching = Batching(settings.batching, settings.max_batch_rows, settings.max_delay_us, app.state.metrics)
     handlers.install(app)
     app.include_router(router)
+    app.include_router(oip.router)  # the Open Inference Protocol (KServe v2) on the same port
     key = settings.api_key.get_secret_value() if settings.api_key is not None else None
     if key is not None:  # no key, no admin endpoints (404)
         app.include_router(admin.router)
@@ -105,7 +106,7 @@ def create_app(settings: Settings, repository: ModelRepository | None = None) ->
             expose_headers=["Retry-After"],
             max_age=600,
         )
-    routes = [*router.routes, *(admin.router.routes if key is not None else [])]
+    routes = [*router.routes, *oip.router.routes, *(admin.router.routes if key is not None else [])]
     paths = frozenset(getattr(r, "path", "") for r in routes)
     app.add_middleware(Metrics, registry=app.state.metrics, paths=paths)  # outermost: counts 401/413/503s too
     return app
