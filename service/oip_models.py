@@ -49,7 +49,8 @@ def signature(manifest: Any, operation: str) -> tuple[list[TensorInfo], list[Ten
         return [x], [x_hat]
     if operation == "sample":
         return [z], [x_hat]
-    outputs = [TensorInfo("score", "FP32", [-1]), TensorInfo("is_anomaly", "BOOL", [-1])]
+    # FP64: some score methods compute in float64 (the vae's posterior draws); float32 ones widen exactly.
+    outputs = [TensorInfo("score", "FP64", [-1]), TensorInfo("is_anomaly", "BOOL", [-1])]
     outputs.append(TensorInfo("percentile", "FP64", [-1]))  # NumPy's interp: float64, as /anomaly-score sends
     if manifest.calibration.method != "neg-log-discriminator":  # with parameters.explain
         outputs.append(TensorInfo("contributions", "FP32", [-1, f]))
@@ -74,7 +75,11 @@ async def run(batching: Any, model: Any, operation: str, request: InferRequest) 
         result = await batching.run(model, "anomaly-score", x, explain=explain)
     except InvalidInput as e:  # the runtime's 422: a bad tensor, 400 in this protocol
         raise BadTensor(e.message) from None
-    outputs = {"score": result.scores, "is_anomaly": result.is_anomaly, "percentile": result.percentiles}
+    outputs = {
+        "score": np.asarray(result.scores, np.float64),
+        "is_anomaly": np.asarray(result.is_anomaly, bool),
+        "percentile": np.asarray(result.percentiles, np.float64),
+    }
     if result.contributions is not None:
         outputs["contributions"] = result.contributions
     m = model.manifest
