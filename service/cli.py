@@ -13,11 +13,12 @@ import sys
 
 from pydantic import ValidationError
 
-TRAINING_COMMANDS = ("train", "export")
+TRAINING_COMMANDS = ("train", "export", "export-triton")
 USAGE = """\
 usage: latentserve serve [--models DIR] [--host H] [--port P] [--runtime onnx|torchscript] [--device cpu|cuda]
        latentserve train KIND --data SOURCE --name NAME [...]   (see latentserve train --help)
-       latentserve export CHECKPOINT [...]                      (see latentserve export --help)"""
+       latentserve export CHECKPOINT [...]                      (see latentserve export --help)
+       latentserve export-triton MODEL --out DIR [...]          (see latentserve export-triton --help)"""
 
 
 def _serve_parser() -> argparse.ArgumentParser:
