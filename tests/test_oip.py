@@ -413,3 +413,21 @@ def test_oip_api_key_guards_all_but_the_probes(guarded, rows):
         assert r.status_code == 503 and "broken-ae" in r.json()["error"]
     finally:
         client.close()
+
+
+def test_oip_while_loading_is_503_with_retry_after(models_dir):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    app = create_app(Settings(models=models_dir))
+    client = TestClient(app)  # not entered: no lifespan, so the models stay loading
+    r = client.post("/v2/models/digits-ae.encode/infer", content=b"{}")
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert "still loading" in r.json()["error"]
+    r = client.get("/v2/models/digits-ae/versions/2/ready")
+    assert r.status_code == 503 and r.json()["ready"] is False
+    r = client.get("/v2/health/ready")
+    assert r.status_code == 503 and "loading" in r.json()["error"]
+    assert client.get("/v2/health/live").status_code == 200
