@@ -170,8 +170,8 @@ def _input(item: Any, i: int, binary: memoryview, offset: int) -> tuple[Tensor, 
         or not all(type(d) is int and 0 <= d < 2**63 for d in shape)
     ):
         raise BadTensor(f"{where}: shape must be a list of at most {MAX_DIMS} non-negative integers, got {_got(shape)}")
-    datatype = item.get("datatype")
-    dtype = _dtype(datatype, where)
+    dtype = _dtype(item.get("datatype"), where)
+    datatype: str = item["datatype"]
     parameters = _parameters(item.get("parameters"), f"{where} parameters")
     count = math.prod(shape)
     size = parameters.get("binary_data_size")
@@ -213,17 +213,19 @@ def _dtype(datatype: Any, where: str) -> np.dtype:
     return DTYPES[datatype]
 
 
-def _flatten(data: Any, where: str) -> list[Any]:
+def _flatten(data: Any, where: str, depth: int = 0) -> list[Any]:
     """Nested lists, row-major, to one flat list; the nesting must be regular (a tensor, not ragged)."""
     if not isinstance(data, list):
         return [data]  # a scalar tensor, or a mistake the count check names
     if not any(isinstance(v, list) for v in data):
         return data
+    if depth >= MAX_DIMS:
+        raise BadTensor(f"{where}: data nests lists deeper than {MAX_DIMS} levels")
     if not all(isinstance(v, list) for v in data) or len({len(v) for v in data}) > 1:
         raise BadTensor(f"{where}: data nests lists of different lengths (or lists beside numbers)")
     out: list[Any] = []
     for v in data:
-        out.extend(_flatten(v, where))
+        out.extend(_flatten(v, where, depth + 1))
     return out
 
 

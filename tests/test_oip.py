@@ -311,6 +311,7 @@ HOSTILE = {
     "booleans as FP32": (_json(_x(data=[True] * 128)), "must be numbers"),
     "shape against data length": (_json(_x(data=[1.0] * 127)), "holds 128 values, but data has 127"),
     "ragged nesting": (_json(_x(data=[[1.0] * 64, [1.0] * 63])), "different lengths"),
+    "nesting too deep": (_json(_x(shape=(1,), data=[[[[[[[[[[1.0]]]]]]]]]])), "deeper than 8"),
     "negative shape": (_json(_x(shape=(-2, 64))), "non-negative integers"),
     "no data": ((orjson.dumps({"inputs": [{"name": "x", "shape": [2, 64], "datatype": "FP32"}]}), {}), "neither data"),
     "binary size past the body": (_binary(HEAD, ZEROS[:100]), "runs past the end"),
