@@ -1,6 +1,7 @@
 """`latentserve export-triton`, validated without Triton: every config.pbtxt parsed by tritonclient's
 model_config_pb2, cross-checked against its ONNX graphs, and each model.onnx run at batch 1, 7 and
-max_batch_size; all four kinds, and a name with two versions in one Triton model."""
+max_batch_size; all four kinds, and a name with two versions in one Triton model. The fused scoring
+graph (`<name>__score`) gives the served anomaly scores to 1e-4, for every score method."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from service.cli import main as cli
+from training.fused import FusedGraphError, fused_score_graph
 from training.manifest import Manifest, sha256_file
 from training.triton import TensorConfig, TritonExportError, merge
 
@@ -24,7 +26,8 @@ KINDS = {
     "digits-vae": ("encoder", "decoder"),
     "digits-gan": ("generator", "discriminator"),
 }
-TYPES = {onnx.TensorProto.FLOAT: model_config_pb2.TYPE_FP32}
+TYPES = {onnx.TensorProto.FLOAT: model_config_pb2.TYPE_FP32, onnx.TensorProto.BOOL: model_config_pb2.TYPE_BOOL}
+MODELS = [f"{n}__{r}" for n, roles in KINDS.items() for r in (*roles, "score")]
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +53,10 @@ def read_config(folder: Path) -> model_config_pb2.ModelConfig:
 
 
 def test_export_triton_writes_one_model_per_graph(triton_repository):
-    expected = {f"{name}__{role}" for name, roles in KINDS.items() for role in roles}
-    assert {p.name for p in triton_repository.iterdir()} == expected
+    assert {p.name for p in triton_repository.iterdir()} == set(MODELS)
 
 
-@pytest.mark.parametrize("model", [f"{n}__{r}" for n, roles in KINDS.items() for r in roles])
+@pytest.mark.parametrize("model", MODELS)
 def test_export_triton_config_matches_the_onnx_graph(triton_repository, models_dir, model):
     folder = triton_repository / model
     config = read_config(folder)
@@ -70,11 +72,9 @@ def test_export_triton_config_matches_the_onnx_graph(triton_repository, models_d
         manifest = Manifest.read(source)
         assert config.parameters[f"manifest_sha256_v{v}"].string_value == sha256_file(source / "manifest.json")
         graph = folder / str(v) / "model.onnx"
-        assert (
-            sha256_file(graph)
-            == manifest.graph(role, "onnx").sha256
-            == config.parameters[f"graph_sha256_v{v}"].string_value
-        )
+        assert sha256_file(graph) == config.parameters[f"graph_sha256_v{v}"].string_value
+        if role != "score":  # the graph itself, unchanged
+            assert sha256_file(graph) == manifest.graph(role, "onnx").sha256
         check_against_graph(config, graph)
 
 
@@ -100,7 +100,8 @@ def check_against_graph(config: model_config_pb2.ModelConfig, graph: Path) -> No
         }
         outs = session.run([t.name for t in config.output], feeds)
         for t, out in zip(config.output, outs):
-            assert out.shape == (batch, *t.dims) and out.dtype == np.float32
+            dtype = np.bool_ if t.data_type == model_config_pb2.TYPE_BOOL else np.float32
+            assert out.shape == (batch, *t.dims) and out.dtype == dtype
 
 
 def test_export_triton_replaces_a_previous_export(triton_repository, models_dir):
@@ -150,3 +151,60 @@ def test_export_triton_merge_differing_names_is_a_clear_error():
     a = [TensorConfig("x", "TYPE_FP32", (64,))]
     with pytest.raises(TritonExportError, match="version 2's inputs .*input0.* differ from version 1's"):
         merge("m", {1: a, 2: [TensorConfig("input0", "TYPE_FP32", (64,))]}, "inputs")
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+def test_export_triton_fused_score_equals_the_served_scores(triton_repository, onnx_repository, digits, name):
+    x = digits[:500]  # raw units, as /anomaly-score takes them
+    session = ort.InferenceSession(str(triton_repository / f"{name}__score" / "1" / "model.onnx"))
+    score, is_anomaly = session.run(["score", "is_anomaly"], {"x": x})
+    want = onnx_repository.get(name, 1).anomaly_score(x)
+    assert score.shape == is_anomaly.shape == (500, 1)
+    np.testing.assert_allclose(score[:, 0], want.scores, rtol=1e-4, atol=1e-4)
+    near = np.abs(want.scores - want.threshold) <= 1e-4 * np.abs(want.threshold)  # float32 vs float64 at the line
+    np.testing.assert_array_equal(is_anomaly[~near, 0], want.is_anomaly[~near])
+    assert is_anomaly.any() and not is_anomaly.all(), "500 digits rows should hold some of each"
+
+
+def test_export_triton_no_fused_leaves_the_score_graph_out(models_dir, tmp_path):
+    argv = ["export-triton", "digits-gan", "--models", str(models_dir), "--out", str(tmp_path), "--no-fused"]
+    assert cli(argv) == 0
+    assert {p.name for p in tmp_path.iterdir()} == {"digits-gan__generator", "digits-gan__discriminator"}
+
+
+METHODS = [
+    ("digits-ae", "reconstruction-mse"),
+    ("digits-ae", "reconstruction-bce"),
+    ("digits-ae", "ae-joint-gaussian"),
+    ("digits-vae", "negative-elbo-gaussian-posterior-mean"),
+    ("digits-vae", "negative-elbo-bernoulli-posterior-mean"),
+    ("digits-vae", "negative-elbo-gaussian-posterior-draws"),
+    ("digits-vae", "negative-elbo-bernoulli-posterior-draws"),
+    ("digits-gan", "neg-log-discriminator"),
+    ("digits-gan", "gan-latent-search"),
+]
+
+
+@pytest.mark.parametrize(("name", "method"), METHODS, ids=[m for _, m in METHODS])
+def test_fused_score_graph_every_score_method(copy_model, load_repository, digits, tmp_path, name, method):
+    """The same graphs scored by each method the manifest can name: the fused graph follows the manifest."""
+    folder = copy_model(name, tmp_path)
+    manifest = Manifest.read(folder)
+    manifest.model_copy(update={"calibration": manifest.calibration.model_copy(update={"method": method})}).write(
+        folder
+    )
+    x = digits[:200]
+    session = ort.InferenceSession(fused_score_graph(folder).SerializeToString())
+    (score,) = session.run(["score"], {"x": x})
+    want = load_repository(tmp_path).get(name).anomaly_score(x).scores
+    np.testing.assert_allclose(score[:, 0], want, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_score_graph_unknown_method_is_a_clear_error(copy_model, tmp_path):
+    folder = copy_model("digits-ae", tmp_path)
+    manifest = Manifest.read(folder)
+    manifest.model_copy(update={"calibration": manifest.calibration.model_copy(update={"method": "magic"})}).write(
+        folder
+    )
+    with pytest.raises(FusedGraphError, match="no fused graph for the score method 'magic'"):
+        fused_score_graph(folder)

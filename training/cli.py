@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Triton max_batch_size (default $LATENTSERVE_MAX_BATCH_ROWS or 1024)",
     )
+    x.add_argument(
+        "--no-fused",
+        dest="fused",
+        action="store_false",
+        help="leave out <name>__score, the fused scoring graph (raw x in, score and is_anomaly out)",
+    )
     return parser
 
 
@@ -161,7 +167,7 @@ def _export_triton(args) -> int:
     try:
         # The server's batching limit, when set here, else its default: Triton batches as latentserve does.
         default = int(os.environ.get("LATENTSERVE_MAX_BATCH_ROWS", DEFAULT_MAX_BATCH_SIZE))
-        written = export_triton(folder, Path(args.out), args.max_batch_size or default)
+        written = export_triton(folder, Path(args.out), args.max_batch_size or default, fused=args.fused)
     except TritonExportError as e:
         print(f"latentserve export-triton: error: {e}", file=sys.stderr)
         return 2

@@ -5,10 +5,12 @@ holding `config.pbtxt` and `<version>/model.onnx` for every version of the name.
 `backend: "onnxruntime"`, `max_batch_size` (our batching limit), each tensor's datatype and dims as
 the ONNX graph declares them past the batch axis (a symbolic dim is resolved by running the graph;
 versions that differ in a dim get -1 there), `version_policy { all {} }`, dynamic batching, and
-the sha256 of each version's manifest.json and graph in `parameters`.
+the sha256 of each version's manifest.json and graph in `parameters`. `<name>__score` is the fused
+scoring graph (raw-unit `x` in, `score` and `is_anomaly` out: training/fused.py).
 
-Triton then serves the graphs as they are: tensors in the model's preprocessed units, no anomaly
-scores, no calibration, no raw-unit inputs; those only latentserve serves (docs/oip.md).
+Triton then serves the graphs as they are, in the model's preprocessed units, and the fused score
+graph; percentiles, contributions and raw-unit encode/reconstruct/sample only latentserve serves
+(docs/oip.md).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from training.fused import FUSED_ROLE, FusedGraphError, write_fused
 from training.manifest import KIND_GRAPHS, MANIFEST_FILE, Manifest, list_versions, sha256_file
 
 DEFAULT_MAX_BATCH_SIZE = 1024  # LATENTSERVE_MAX_BATCH_ROWS's default: rows per batched runtime call
@@ -151,8 +154,11 @@ def config_text(
     )
 
 
-def export_triton(model_dir: Path, out: Path, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> list[Path]:
-    """Write `<out>/<name>__<role>/` for every graph of the model at `model_dir` (`<models>/<name>`)."""
+def export_triton(
+    model_dir: Path, out: Path, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, fused: bool = True
+) -> list[Path]:
+    """Write `<out>/<name>__<role>/` for every graph of the model at `model_dir` (`<models>/<name>`),
+    and `<name>__score`, the fused scoring graph (training/fused.py), unless `fused` is false."""
     if max_batch_size < 1:
         raise TritonExportError(f"max_batch_size must be at least 1, got {max_batch_size}")
     name = model_dir.name
@@ -173,7 +179,8 @@ def export_triton(model_dir: Path, out: Path, max_batch_size: int = DEFAULT_MAX_
         raise TritonExportError(f"{name}'s versions are of different kinds ({', '.join(sorted(kinds))})")
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for role in KIND_GRAPHS[kinds.pop()]:
+    roles = [*KIND_GRAPHS[kinds.pop()], *([FUSED_ROLE] if fused else [])]
+    for role in roles:
         written.append(_export_role(name, role, model_dir, manifests, out, max_batch_size))
     return written
 
@@ -181,19 +188,36 @@ def export_triton(model_dir: Path, out: Path, max_batch_size: int = DEFAULT_MAX_
 def _export_role(
     name: str, role: str, model_dir: Path, manifests: dict[int, Manifest], out: Path, max_batch_size: int
 ) -> Path:
+    """One Triton model of the `role` graph of every version."""
+    if role != FUSED_ROLE:
+        sources = {v: model_dir / str(v) / m.graph(role, "onnx").file for v, m in manifests.items()}
+        return _write_model(name, role, model_dir, sources, out, max_batch_size)
+    with tempfile.TemporaryDirectory(prefix=".fused-", dir=out) as scratch:
+        sources = {}
+        for v in manifests:
+            sources[v] = Path(scratch) / f"{v}.onnx"
+            try:
+                write_fused(model_dir / str(v), sources[v])
+            except FusedGraphError as e:
+                raise TritonExportError(f"{name} version {v}: {e}") from None
+        return _write_model(name, role, model_dir, sources, out, max_batch_size)
+
+
+def _write_model(
+    name: str, role: str, model_dir: Path, sources: dict[int, Path], out: Path, max_batch_size: int
+) -> Path:
     triton_name = f"{name}__{role}"
     inputs, outputs, parameters = {}, {}, {"latentserve_model": name, "latentserve_role": role}
-    for v, manifest in manifests.items():
-        spec = manifest.graph(role, "onnx")
-        inputs[v], outputs[v] = graph_tensors(model_dir / str(v) / spec.file)
+    for v, source in sources.items():
+        inputs[v], outputs[v] = graph_tensors(source)
         parameters[f"manifest_sha256_v{v}"] = sha256_file(model_dir / str(v) / MANIFEST_FILE)
-        parameters[f"graph_sha256_v{v}"] = spec.sha256
+        parameters[f"graph_sha256_v{v}"] = sha256_file(source)
     merged_in, merged_out = merge(triton_name, inputs, "inputs"), merge(triton_name, outputs, "outputs")
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{triton_name}-", dir=out))
     try:
-        for v, manifest in manifests.items():
+        for v, source in sources.items():
             (tmp / str(v)).mkdir()
-            shutil.copyfile(model_dir / str(v) / manifest.graph(role, "onnx").file, tmp / str(v) / "model.onnx")
+            shutil.copyfile(source, tmp / str(v) / "model.onnx")
         (tmp / "config.pbtxt").write_text(config_text(triton_name, max_batch_size, merged_in, merged_out, parameters))
         os.chmod(tmp, 0o755)
         target = out / triton_name
