@@ -13,6 +13,7 @@ ae's latent prior) are taken from `service.scoring`, so that both compute the sa
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -36,12 +37,12 @@ class _Builder:
         self.initializers: list[onnx.TensorProto] = []
         self.count = 0
 
-    def const(self, value: np.ndarray | float, dtype: type = np.float32) -> str:
+    def const(self, value: np.ndarray | float | list[float], dtype: type = np.float32) -> str:
         name = f"c{len(self.initializers)}"
         self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
-    def op(self, kind: str, *inputs: str, **attrs: object) -> str:
+    def op(self, kind: str, *inputs: str, **attrs: Any) -> str:
         self.count += 1
         out = f"{kind.lower()}{self.count}"
         self.nodes.append(helper.make_node(kind, list(inputs), [out], **attrs))
