@@ -432,3 +432,20 @@ def test_oip_while_loading_is_503_with_retry_after(models_dir):
     r = client.get("/v2/health/ready")
     assert r.status_code == 503 and "loading" in r.json()["error"]
     assert client.get("/v2/health/live").status_code == 200
+
+
+def test_oip_torchscript_runtime_platform_and_results(models_dir, torchscript_repository, onnx_repository, digits):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    client = TestClient(create_app(Settings(models=models_dir, runtime="torchscript"), torchscript_repository))
+    metadata = client.get("/v2/models/digits-vae.encode/versions/1").json()
+    assert metadata["platform"] == "latentserve_torchscript"
+    x = digits[:3]
+    body = {"inputs": [{"name": "x", "shape": [3, 64], "datatype": "FP32", "data": x.tolist()}]}
+    r = client.post("/v2/models/digits-vae.encode/infer", content=orjson.dumps(body))
+    assert r.status_code == 200, r.text
+    mu = np.array(r.json()["outputs"][1]["data"], np.float32).reshape(3, 16)
+    np.testing.assert_allclose(mu, onnx_repository.get("digits-vae").encode(x)["mu"], rtol=1e-4, atol=1e-5)
