@@ -147,18 +147,19 @@ async def infer(request: Request, model_name: str, model_version: str | None = N
         await request.body(), request.headers.get("content-encoding"), request.app.state.settings.max_body_bytes
     )
     inference = decode_request(body, request.headers.get(HEADER))
-    results, parameters = await run(request.app.state.batching, model, operation, inference)
     _, declared = signature(model.manifest, operation)
-    order = [t.name for t in declared if t.name in results]
-    if inference.outputs is not None:
-        unknown = [o.name for o in inference.outputs if o.name not in order]
+    names = [t.name for t in declared]
+    if inference.outputs is not None:  # checked before the model runs
+        unknown = [o.name for o in inference.outputs if o.name not in names]
         if unknown:
-            raise BadTensor(f"unknown output(s) {', '.join(map(repr, unknown))}; {model_name} gives {', '.join(order)}")
-        chosen = [(o.name, o.binary) for o in inference.outputs]
-        if len({name for name, _ in chosen}) != len(chosen):
-            raise BadTensor(f"outputs names an output more than once: {[name for name, _ in chosen]}")
+            raise BadTensor(f"unknown output(s) {', '.join(map(repr, unknown))}; {model_name} gives {', '.join(names)}")
+        if len({o.name for o in inference.outputs}) != len(inference.outputs):
+            raise BadTensor(f"outputs names an output more than once: {[o.name for o in inference.outputs]}")
+    results, parameters = await run(request.app.state.batching, model, operation, inference)
+    if inference.outputs is not None:
+        chosen = [(o.name, o.binary) for o in inference.outputs]  # contributions asked for: explained (run)
     else:
-        chosen = [(name, None) for name in order]
+        chosen = [(name, None) for name in names if name in results]
     header: dict[str, Any] = {"model_name": model_name, "model_version": str(model.version)}
     if inference.id is not None:
         header["id"] = inference.id
