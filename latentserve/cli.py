@@ -8,13 +8,14 @@ from __future__ import annotations
 import sys
 
 SERVICE_COMMANDS = ("serve",)
-TRAINING_COMMANDS = ("train", "export", "evaluate")
+TRAINING_COMMANDS = ("train", "export", "evaluate", "export-triton")
 USAGE = """\
 usage: latentserve serve [--models DIR] [--host H] [--port P] [--runtime onnx|torchscript] [--device cpu|cuda]
                          [--workers N] [--engine uvicorn|ray] [--replicas N] [...]
        latentserve train KIND --data SOURCE --name NAME [...]   (see latentserve train --help)
        latentserve export CHECKPOINT [...]                      (see latentserve export --help)
-       latentserve evaluate MODEL --data SOURCE [--labels COL]  (see latentserve evaluate --help)"""
+       latentserve evaluate MODEL --data SOURCE [--labels COL]  (see latentserve evaluate --help)
+       latentserve export-triton MODEL --out DIR [...]          (see latentserve export-triton --help)"""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from starlette.middleware.cors import CORSMiddleware
 
 from artifact.graphs import Backend
-from service import admin, handlers, openapi
+from service import admin, handlers, oip, openapi
 from service.auth import ApiKey
 from service.batching import Batching, Inference
 from service.lifecycle import Lifecycle
@@ -84,6 +84,7 @@ def create_app(settings: Settings, repository: ModelRepository | None = None) ->
     )
     handlers.install(app)
     app.include_router(router)
+    app.include_router(oip.router)  # the Open Inference Protocol (KServe v2) on the same port
     key = settings.api_key.get_secret_value() if settings.api_key is not None else None
     if key is not None:  # no key, no admin endpoints (404)
         app.include_router(admin.router)
@@ -109,7 +110,7 @@ def create_app(settings: Settings, repository: ModelRepository | None = None) ->
             expose_headers=["Retry-After"],
             max_age=600,
         )
-    routes = [*router.routes, *(admin.router.routes if key is not None else [])]
+    routes = [*router.routes, *oip.router.routes, *(admin.router.routes if key is not None else [])]
     paths = frozenset(getattr(r, "path", "") for r in routes)
     app.add_middleware(Metrics, registry=app.state.metrics, paths=paths)  # outermost: counts 401/413/503s too
     return app

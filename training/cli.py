@@ -87,6 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", help="path to a run folder's checkpoint.pt")
     e.add_argument("--models", default=None, help="model repository")
     e.add_argument("--name", default=None, help="publish under this name (default: the trained name)")
+    x = sub.add_parser("export-triton", help="write a Triton model repository of a model's ONNX graphs")
+    x.add_argument("model", help="model name in --models, or the path of a model folder (<models>/<name>)")
+    x.add_argument("--models", default=None, help="model repository")
+    x.add_argument("--out", required=True, help="Triton model repository to write into")
+    x.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=None,
+        help="Triton max_batch_size (default $LATENTSERVE_MAX_BATCH_ROWS or 1024)",
+    )
+    x.add_argument(
+        "--no-fused",
+        dest="fused",
+        action="store_false",
+        help="leave out <name>__score, the fused scoring graph (raw x in, score and is_anomaly out)",
+    )
 
     from training.evaluate import add_parser as add_evaluate_parser
 
@@ -107,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "export":
             return _export(args)
+        if args.command == "export-triton":
+            return _export_triton(args)
         return _train(args)
     except (DataError, ConfigError, ExportError, RuntimeError) as e:
         print(f"latentserve {args.command}: error: {e}", file=sys.stderr)
@@ -154,6 +172,27 @@ def _export(args) -> int:
     ckpt = load_checkpoint(Path(args.checkpoint))
     path = export_checkpoint(ckpt, Path(args.models or _models_default()), args.name)
     print(f"exported {path}")
+    return 0
+
+
+def _export_triton(args) -> int:
+    from training.triton import DEFAULT_MAX_BATCH_SIZE, TritonExportError, export_triton
+
+    folder = Path(args.model)
+    if args.models is not None or not (folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())):
+        folder = Path(args.models or _models_default()) / args.model
+    if not folder.is_dir():
+        print(f"latentserve export-triton: error: no model folder {folder}", file=sys.stderr)
+        return 2
+    try:
+        # The server's batching limit, when set here, else its default: Triton batches as latentserve does.
+        default = int(os.environ.get("LATENTSERVE_MAX_BATCH_ROWS", DEFAULT_MAX_BATCH_SIZE))
+        written = export_triton(folder, Path(args.out), args.max_batch_size or default, fused=args.fused)
+    except TritonExportError as e:
+        print(f"latentserve export-triton: error: {e}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 
