@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from artifact.predictor import Predictor
-from service import payloads
+from service import payloads, records
 from service.handlers import FastJSONResponse
 from service.repository import ModelRepository
 from service.schemas import (
@@ -148,7 +148,7 @@ async def encode(request: Request) -> Response:
     """Map rows of raw features to latent vectors; a vae also returns mu and logvar."""
     body, rows = await payloads.read(request, EncodeRequest)
     model = _use(request, body)
-    x = model.inputs(rows, "encode")
+    x = model.inputs(records.rows_of(model, body, rows), "encode")
     return payloads.reply(request, model, _clipped(model, x, await _run(request, model, "encode", x)))
 
 
@@ -157,7 +157,7 @@ async def reconstruct(request: Request) -> Response:
     """Encode then decode rows; reconstructions come back in the inputs' raw units."""
     body, rows = await payloads.read(request, ReconstructRequest)
     model = _use(request, body)
-    x = model.inputs(rows, "reconstruct")
+    x = model.inputs(records.rows_of(model, body, rows), "reconstruct")
     return payloads.reply(
         request, model, _clipped(model, x, {"reconstructions": await _run(request, model, "reconstruct", x)})
     )
@@ -177,7 +177,7 @@ async def anomaly_score(request: Request) -> Response:
     """Score rows: higher is more anomalous; with the threshold, decisions and percentiles."""
     body, rows = await payloads.read(request, AnomalyScoreRequest)
     model = _use(request, body)
-    x = model.inputs(rows, "anomaly-score", body.explain)
+    x = model.inputs(records.rows_of(model, body, rows), "anomaly-score", body.explain)
     result = await _run(request, model, "anomaly-score", x, explain=body.explain)
     fields = {
         "scores": result.scores,

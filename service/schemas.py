@@ -14,6 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Row = Annotated[list[Number], Field(min_length=1)]
 Rows = Annotated[list[Row], Field(min_length=1)]
+# Rows as objects keyed by feature name (service/records.py matches them to the manifest's names).
+Records = Annotated[list[dict[str, Number]], Field(min_length=1)]
+RECORDS = "Rows as objects keyed by feature name (the model's feature_names in /models), instead of inputs."
+INPUTS = "Rows of raw feature values, as the model was trained on (or records)."
 
 # Two rows of scikit-learn's digits (8x8 images, pixel values 0-16): a "0" and a "1".
 # fmt: off
@@ -59,11 +63,13 @@ class ModelRequest(BaseModel):
 # Each request is its options (the query parameters of an application/x-npy request) plus its
 # array (the .npy body); service/payloads.py validates the two halves separately on its fast paths.
 class EncodeRequest(ModelRequest):
-    inputs: Rows = Field(description="Rows of raw feature values, as the model was trained on.")
+    inputs: Rows | None = Field(None, description=INPUTS)
+    records: Records | None = Field(None, description=RECORDS)
 
 
 class ReconstructRequest(ModelRequest):
-    inputs: Rows = Field(description="Rows of raw feature values, as the model was trained on.")
+    inputs: Rows | None = Field(None, description=INPUTS)
+    records: Records | None = Field(None, description=RECORDS)
 
 
 class AnomalyScoreOptions(ModelRequest):
@@ -71,7 +77,8 @@ class AnomalyScoreOptions(ModelRequest):
 
 
 class AnomalyScoreRequest(AnomalyScoreOptions):
-    inputs: Rows = Field(description="Rows of raw feature values, as the model was trained on.")
+    inputs: Rows | None = Field(None, description=INPUTS)
+    records: Records | None = Field(None, description=RECORDS)
 
 
 class SampleOptions(ModelRequest):

@@ -29,6 +29,24 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _columns(text: str) -> tuple[str, ...]:
+    from training.columns import parse_columns
+
+    try:
+        return parse_columns(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _image_shape(text: str) -> tuple[int, ...]:
+    from training.images import parse_image_shape
+
+    try:
+        return parse_image_shape(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentserve", description="Train and export latentserve models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     for opt, typ, help_ in [
         ("epochs", int, "epochs (default: a budget of gradient steps, whatever the row count)"),
         ("patience", int, "epochs without validation improvement before stopping (default: no early stop)"),
-        ("batch-size", int, "rows per batch"),
+        ("batch-size", int, "rows per batch (default: 64, or half the training rows when fewer than 128)"),
         ("lr", float, "learning rate η"),
         ("optimizer", str, "adam or sgd"),
         ("seed", int, "random seed (same seed and data → same weights)"),
@@ -56,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("latent-dim", int, "latent size (default: from the feature count)"),
         ("activation", str, "relu, tanh, leaky_relu, elu or gelu"),
         ("scaling", str, "auto, standard, robust, minmax or none"),
-        ("reconstruction", str, "ae/rae: mse or bce"),
+        ("reconstruction", str, "ae/rae: mse or bce (default: bce for pixels, mse for tables)"),
         ("penalty", str, "rae: l1 or l2"),
         ("lam", float, "rae: penalty weight λ"),
         ("likelihood", str, "vae: gaussian or bernoulli"),
@@ -81,6 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="gan: train D without spectral normalisation",
     )
     t.add_argument("--allow-constant", action="store_true", help="keep zero-variance columns instead of refusing")
+    t.add_argument(
+        "--columns",
+        type=_columns,
+        default=None,
+        help="the table's feature columns: header names or positions from 1, e.g. sepal_length,petal_width or 2,3",
+    )
+    t.add_argument(
+        "--drop-columns",
+        type=_columns,
+        default=None,
+        help="columns to leave out (ids, labels), by name or position from 1, e.g. sample_id,cultivar",
+    )
+    t.add_argument(
+        "--image-shape",
+        type=_image_shape,
+        default=None,
+        help="H,W or H,W,C: the rows of an (N, F) array are images of this shape (pixels scaled by their range)",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     e = sub.add_parser("export", help="export a run's checkpoint.pt as a new version")

@@ -14,6 +14,7 @@ from artifact.manifest import KINDS
 # 6000 (equal scores there) because its Bernoulli fit of digits needs them; the gan's generator
 # needs 3000 to lie close enough to the data for its latent-search score.
 STEP_BUDGET = {"ae": 3000, "rae": 3000, "vae": 6000, "gan": 3000}
+DEFAULT_BATCH = 64
 SCORES = {
     "ae": ("joint", "reconstruction"),
     "rae": ("joint", "reconstruction"),
@@ -37,7 +38,7 @@ class TrainConfig:
     patience: int | None = None  # epochs without a better validation loss before stopping; None: run
     # all epochs (the best validation epoch is restored either way: on tabular data with outliers,
     # scores keep improving after the validation cost flattens)
-    batch_size: int = 64
+    batch_size: int | None = None  # None: 64, or half the training rows for tables under 128 of them
     lr: float = 1e-3
     optimizer: str = "adam"  # or "sgd": the notes' θ ← θ − η∇J
     seed: int = 0
@@ -52,7 +53,7 @@ class TrainConfig:
     latent_dim: int | None = None
     activation: str | None = None  # None: relu, leaky_relu for the gan
     scaling: str = "auto"  # auto | standard | minmax | none
-    reconstruction: str = "mse"  # ae/rae: mse | bce (bce needs data in [0, 1])
+    reconstruction: str | None = None  # ae/rae: mse | bce (bce needs data in [0, 1]); None: bce for pixels
     penalty: str = "l2"  # rae: l1 | l2 on weight matrices only
     lam: float = 1e-5  # rae: λ of λ·Ω(W); Ω sums over all weights, so λ is small
     likelihood: str | None = None  # vae: gaussian | bernoulli; None: bernoulli for image data
@@ -69,11 +70,15 @@ class TrainConfig:
     score: str | None = None
     spectral_norm: bool = True  # gan: spectral normalisation of D's layers (see models/networks.py)
     allow_constant: bool = False  # keep zero-variance columns (scale 1) instead of refusing
+    columns: tuple[str, ...] | None = None  # the table's feature columns, names or 1-based positions
+    drop_columns: tuple[str, ...] | None = None  # columns left out (ids, labels)
+    image_shape: tuple[int, ...] | None = None  # H, W[, C] of (N, F) rows that are images
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["hidden"] = list(self.hidden) if self.hidden is not None else None
+        for key in ("hidden", "columns", "drop_columns", "image_shape"):
+            d[key] = list(d[key]) if d[key] is not None else None
         return d
 
     @classmethod
@@ -83,28 +88,32 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training options: {sorted(unknown)}")
         d = dict(d)
-        if d.get("hidden") is not None:
-            d["hidden"] = tuple(d["hidden"])
+        for key in ("hidden", "columns", "drop_columns", "image_shape"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
         return cls(**d)
 
     def resolve(self, n_features: int, is_image: bool, n_train: int | None = None) -> TrainConfig:
         """Fill the data-dependent defaults and check every choice; returns a new frozen config.
 
+        `is_image`: pixel data (a known pixel range: training/images.py), scaled by that range,
+        with a Bernoulli vae and BCE ae/rae by default;
         `n_train`: the training rows (after the validation split), for the default epochs."""
         self.check()
         width = min(256, max(32, 2 ** math.ceil(math.log2(max(n_features, 2)))))
         hidden = self.hidden or (width, width // 2)
         latent = self.latent_dim or min(16, max(2, n_features // 4))
         activation = self.activation or ("leaky_relu" if self.kind == "gan" else "relu")
+        reconstruction = self.reconstruction or ("bce" if is_image and self.kind in ("ae", "rae") else "mse")
         likelihood = self.likelihood
         if self.kind == "vae" and likelihood is None:
             likelihood = "bernoulli" if is_image else "gaussian"
         scaling = self.scaling
         if scaling == "auto":
-            wants_unit = self.reconstruction == "bce" or likelihood == "bernoulli"
+            wants_unit = reconstruction == "bce" or likelihood == "bernoulli"
             scaling = "image" if is_image else ("minmax" if wants_unit else "standard")
         unscaled_out = scaling in ("standard", "robust", "none")  # no clipping: σ folds into the scale
-        gaussian = (self.kind in ("ae", "rae") and self.reconstruction == "mse") or likelihood == "gaussian"
+        gaussian = (self.kind in ("ae", "rae") and reconstruction == "mse") or likelihood == "gaussian"
         noise = self.noise or ("feature" if self.kind == "vae" and gaussian and unscaled_out else "unit")
         score = self.score or {"vae": "elbo-draws", "gan": "search"}.get(
             self.kind, "joint" if gaussian and unscaled_out else "reconstruction"
@@ -116,13 +125,20 @@ class TrainConfig:
             )
         if score == "joint" and not (gaussian and unscaled_out):
             raise ConfigError(f"--score joint needs mse on standard, robust or no scaling, not {scaling} scaling")
+        batch_size = self.batch_size or min(DEFAULT_BATCH, max(1, (n_train or DEFAULT_BATCH) // 2))
         epochs = self.epochs
         if epochs is None:
-            batches = max(1, (n_train or self.batch_size) // self.batch_size)
-            epochs = math.ceil(STEP_BUDGET[self.kind] / batches)
+            batches = max(1, (n_train or batch_size) // batch_size)
+            steps = STEP_BUDGET[self.kind]
+            epoch_cap = self.extra.get("epoch_cap")  # experiment knob (bench/anomaly_results.md)
+            if epoch_cap is not None:
+                steps = min(steps, max(int(self.extra.get("min_steps", 0)), int(epoch_cap) * batches))
+            epochs = math.ceil(steps / batches)
         return replace(
             self,
             hidden=tuple(hidden),
+            reconstruction=reconstruction,
+            batch_size=batch_size,
             latent_dim=latent,
             activation=activation,
             likelihood=likelihood,
@@ -142,7 +158,7 @@ class TrainConfig:
         need(self.kind in KINDS, f"unknown kind {self.kind!r}: expected one of {', '.join(KINDS)}")
         need(self.epochs is None or self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
         need(self.patience is None or self.patience >= 1, f"--patience must be at least 1, got {self.patience}")
-        need(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
+        need(self.batch_size is None or self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         need(self.lr > 0, f"--lr must be positive, got {self.lr}")
         need(self.optimizer in ("adam", "sgd"), f"--optimizer must be adam or sgd, got {self.optimizer!r}")
         need(0 < self.val_fraction < 0.9, f"--val-fraction must be in (0, 0.9), got {self.val_fraction}")
@@ -162,7 +178,10 @@ class TrainConfig:
             self.scaling in ("auto", "standard", "robust", "minmax", "image", "none"),
             f"--scaling must be auto, standard, robust, minmax or none, got {self.scaling!r}",
         )
-        need(self.reconstruction in ("mse", "bce"), f"--reconstruction must be mse or bce, got {self.reconstruction!r}")
+        need(
+            self.reconstruction in (None, "mse", "bce"),
+            f"--reconstruction must be mse or bce, got {self.reconstruction!r}",
+        )
         need(self.penalty in ("l1", "l2"), f"--penalty must be l1 or l2, got {self.penalty!r}")
         need(self.lam >= 0, f"--lam must be non-negative, got {self.lam}")
         need(
@@ -180,7 +199,7 @@ class TrainConfig:
         )
         need(self.beta >= 0, f"--beta must be non-negative, got {self.beta}")
         need(
-            self.kind in ("ae", "rae") or self.reconstruction == "mse",
+            self.kind in ("ae", "rae") or self.reconstruction in (None, "mse"),
             f"--reconstruction applies to ae and rae, not {self.kind}",
         )
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from artifact.manifest import Preprocessing
+from training import columns as columns_mod
+from training import images
 
 
 class DataError(ValueError):
@@ -22,16 +24,31 @@ class Dataset:
     x: np.ndarray  # (N, F) float32, raw feature values
     source: str
     feature_names: list[str] | None = None
-    image_shape: tuple[int, int] | None = None  # set for image data (digits)
-    value_range: tuple[float, float] | None = None  # known range of image pixels
+    image_shape: tuple[int, ...] | None = None  # set for image data: the shape one row reshapes to
+    value_range: tuple[float, float] | None = None  # known range of image pixels (training/images.py)
 
     @property
     def is_image(self) -> bool:
         return self.image_shape is not None
 
+    @property
+    def is_pixels(self) -> bool:
+        """Image data in a known pixel range: scaled by that range, Bernoulli / BCE by default."""
+        return self.image_shape is not None and self.value_range is not None
 
-def load(source: str) -> Dataset:
-    """`digits` (scikit-learn's bundled 8×8 digits) or a path to a .csv, .npy or .npz file."""
+
+def load(
+    source: str,
+    columns: tuple[str, ...] | None = None,
+    drop_columns: tuple[str, ...] | None = None,
+    image_shape: tuple[int, ...] | None = None,
+) -> Dataset:
+    """`digits` (scikit-learn's bundled 8×8 digits) or a path to a .csv, .npy or .npz file.
+
+    `columns` / `drop_columns`: the feature columns of a table (training/columns.py);
+    `image_shape`: (H, W[, C]) of (N, F) image rows (training/images.py)."""
+    if image_shape is not None and (columns or drop_columns):
+        raise DataError("--image-shape and --columns / --drop-columns do not go together: images have no columns")
     if source == "digits":
         from sklearn.datasets import load_digits
 
@@ -45,10 +62,21 @@ def load(source: str) -> Dataset:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            x, names = _read_csv(path)
+            if image_shape is not None:
+                x, names = _read_csv(path)
+                return _checked(_numpy_dataset(x, str(path), image_shape))
+            x, names = _read_csv(path, columns, drop_columns)
             return _checked(Dataset(x, str(path), feature_names=names))
         if suffix in (".npy", ".npz"):
-            return _checked(Dataset(_read_numpy(path), str(path)))
+            raw = _read_numpy(path)
+            if (columns or drop_columns) and raw.ndim == 2:
+                try:
+                    raw = raw[:, columns_mod.select(None, raw.shape[1], columns, drop_columns, str(path))]
+                except columns_mod.ColumnError as e:
+                    raise DataError(str(e)) from None
+            elif columns or drop_columns:
+                raise DataError(f"{path} holds images of shape {raw.shape}: --columns / --drop-columns need a table")
+            return _checked(_numpy_dataset(raw, str(path), image_shape))
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read {source}: {e}") from e
     raise DataError(f"unsupported data file {source}: expected 'digits' or a .csv, .npy or .npz file")
@@ -62,7 +90,23 @@ def _is_number(cell: str) -> bool:
         return False
 
 
-def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
+def _numpy_dataset(raw: np.ndarray, source: str, image_shape: tuple[int, ...] | None) -> Dataset:
+    """A table, or images (3-4 dimensions, or rows with --image-shape) with their pixel range if any."""
+    try:
+        x, shape = images.image_rows(raw, image_shape, source)
+    except images.ImageShapeError as e:
+        raise DataError(str(e)) from None
+    x32 = x.astype(np.float32)
+    if shape is None:
+        return Dataset(x32, source)
+    finite = bool(np.isfinite(x32).all())  # _checked names the first bad value
+    value_range = images.pixel_range(x, np.issubdtype(x.dtype, np.integer)) if finite else None
+    return Dataset(x32, source, image_shape=shape, value_range=value_range)
+
+
+def _read_csv(
+    path: Path, columns: tuple[str, ...] | None = None, drop_columns: tuple[str, ...] | None = None
+) -> tuple[np.ndarray, list[str] | None]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         text = f.read()
     try:  # comma, semicolon (European spreadsheets) or tab, whichever the file uses
@@ -82,14 +126,34 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
         if len(r) != width:
             line = i + (2 if header else 1)
             raise DataError(f"{path} line {line} has {len(r)} columns, expected {width}")
-    for j in range(width):
-        for i, r in enumerate(rows):
-            if not _is_number(r[j]):
-                col = f"column {j + 1}" + (f" ({header[j]!r})" if header else "")
-                line = i + (2 if header else 1)
-                raise DataError(f"{path} {col} is not numeric: line {line} holds {r[j]!r}")
+    keep = list(range(width))  # the kept columns' positions in the file, for the messages
+    if columns or drop_columns:
+        try:
+            keep = columns_mod.select(header, width, columns, drop_columns, str(path))
+        except columns_mod.ColumnError as e:
+            raise DataError(str(e)) from None
+        rows = [[r[j] for j in keep] for r in rows]
+    bad = [keep[k] for k in range(len(keep)) if not all(_is_number(r[k]) for r in rows)]
+    if bad:
+        k = keep.index(bad[0])
+        i = next(i for i, r in enumerate(rows) if not _is_number(r[k]))
+        line = i + (2 if header else 1)
+        others = f" ({len(bad) - 1} more non-numeric: {_columns(bad[1:6], header)})" if len(bad) > 1 else ""
+        raise DataError(
+            f"{path} {_columns(bad[:1], header)} is not numeric: line {line} holds {_cell(rows[i][k])}{others}; "
+            + columns_mod.suggestion(bad, header)
+        )
+    header = [header[j] for j in keep] if header else None
     x = np.array([[float(c) for c in r] for r in rows], dtype=np.float32)
     return x, header
+
+
+def _cell(cell: str) -> str:
+    return repr(cell if len(cell) <= 40 else cell[:40] + "…")
+
+
+def _columns(indices: list[int], header: list[str] | None) -> str:
+    return ", ".join(f"column {j + 1}" + (f" ({header[j]!r})" if header else "") for j in indices)
 
 
 def _read_numpy(path: Path) -> np.ndarray:
@@ -110,9 +174,12 @@ def _read_numpy(path: Path) -> np.ndarray:
         x = obj
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise DataError(f"{path} holds {x.dtype} values: expected real numbers")
-    if x.ndim != 2:
-        raise DataError(f"{path} holds an array of shape {x.shape}: expected 2 dimensions (rows, features)")
-    return x.astype(np.float32)
+    if x.ndim not in (2, 3, 4):
+        raise DataError(
+            f"{path} holds an array of shape {x.shape}: expected (rows, features), or images (N, H, W), "
+            "(N, C, H, W) or (N, H, W, C)"
+        )
+    return x  # its dtype still says whether it holds integer pixels; _numpy_dataset makes it float32
 
 
 def _checked(ds: Dataset) -> Dataset:
@@ -169,12 +236,14 @@ def fit_preprocessing(ds: Dataset, x_train: np.ndarray, scaling: str, allow_cons
         scale = x_train.max(axis=0).astype(np.float64) - offset
         method = "minmax"
     constant = np.flatnonzero(scale <= 1e-12 * np.maximum(1.0, np.abs(offset)))
-    if constant.size and not allow_constant:
+    if constant.size and not (allow_constant or ds.is_image):  # constant pixels are normal in images
         cols = ", ".join(_column(ds, int(j)) for j in constant[:5])
         more = f" and {constant.size - 5} more" if constant.size > 5 else ""
+        hint = images.looks_like_flat_images(ds.x)
+        images_hint = f"; if the rows are images, pass {hint} to train on them as pixels" if hint else ""
         raise DataError(
             f"{ds.source}: {cols}{more} is constant on the training rows (zero variance): "
-            "drop it, or pass --allow-constant to keep it unscaled"
+            f"drop it (--drop-columns), or pass --allow-constant to keep it unscaled{images_hint}"
         )
     scale = np.where(scale <= 1e-12 * np.maximum(1.0, np.abs(offset)), 1.0, scale)
     return Preprocessing(

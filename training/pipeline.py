@@ -34,10 +34,10 @@ class RunResult:
 def prepare(cfg: TrainConfig):
     """Load and check the data, resolve the config, split and scale: returns (cfg, ds, prep, x_train, x_val)."""
     cfg.check()
-    ds = data_mod.load(cfg.data)
+    ds = data_mod.load(cfg.data, cfg.columns, cfg.drop_columns, cfg.image_shape)
     x_rest, _x_cal = data_mod.split_calibration(ds.x, cfg.calibration_fraction, cfg.seed)
     x_train_raw, x_val_raw = data_mod.split(x_rest, cfg.val_fraction, cfg.seed)
-    cfg = cfg.resolve(ds.x.shape[1], ds.is_image, len(x_train_raw))
+    cfg = cfg.resolve(ds.x.shape[1], ds.is_pixels, len(x_train_raw))
     if len(x_train_raw) < cfg.batch_size:
         raise data_mod.DataError(
             f"{ds.source}: {len(x_train_raw)} training rows after the validation split, fewer than one "

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from artifact import transforms  # noqa: E402
+from training.images import channels_last  # noqa: E402
 
 
 def save_all(run_dir: Path, cfg, ds, result, x_val: np.ndarray, prep) -> None:
@@ -55,6 +56,17 @@ def loss_curves(path: Path, history: list[dict], kind: str) -> None:
     plt.close(fig)
 
 
+def _picture(row: np.ndarray, shape) -> tuple:
+    """imshow's arguments for one row: gray for one channel, RGB(A) scaled to [0, 1] for 3 or 4."""
+    img = row.reshape(shape).transpose(channels_last(shape))
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        return img, "gray_r"
+    lo, hi = float(img.min()), float(img.max())
+    return np.clip((img - lo) / (hi - lo if hi > lo else 1.0), 0, 1), None
+
+
 def grid(path: Path, rows: list[np.ndarray], shape, prep, labels: list[str]) -> None:
     """One figure row per array: each image in raw pixel units."""
     n = max(len(r) for r in rows)
@@ -65,7 +77,7 @@ def grid(path: Path, rows: list[np.ndarray], shape, prep, labels: list[str]) -> 
             ax = axes[i][j]
             ax.axis("off")
             if j < len(raw):
-                ax.imshow(raw[j].reshape(shape), cmap="gray_r")
+                ax.imshow(*_picture(raw[j], shape))
         axes[i][0].set_title(label, fontsize=8, loc="left")
     fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
