@@ -23,6 +23,13 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "worker-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
+# ReDoc's footer shows Redocly's logo from their CDN (no option turns it off): served with an empty
+# image in its place, so that the page makes no request off the origin.
+REDOC = "redoc.standalone.js"
+REDOC_LOGO = (
+    b"https://cdn.redoc.ly/redoc/logo-mini.svg",
+    b"data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg'/%3E",
+)
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
 
 
@@ -57,5 +64,14 @@ def install(app: FastAPI) -> None:
     shells = Path(__file__).parent / "static"
     for path, file in SHELLS.items():
         app.add_api_route(path, _shell(shells / file), methods=["GET"], include_in_schema=False)
+    redoc: list[bytes] = []  # read and patched on first use
+
+    @app.get(f"{VENDOR}/{REDOC}", include_in_schema=False)
+    async def redoc_bundle() -> Response:
+        if not redoc:
+            redoc.append((vendor_folder() / REDOC).read_bytes().replace(*REDOC_LOGO))
+        headers = {**HEADERS, "Cache-Control": "public, max-age=86400"}
+        return Response(redoc[0], media_type="text/javascript", headers=headers)
+
     # Mounted before the page's own /ui mount (service/ui/__init__.py), which would shadow it.
     app.mount(VENDOR, _Vendor(directory=vendor_folder()), name="ui-vendor")

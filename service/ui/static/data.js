@@ -3,6 +3,7 @@
 
 export class DataError extends Error {}
 
+const FLOAT32_MAX = 3.4028234663852886e38;
 const MAX_FILE_BYTES = 512 * 1024 * 1024; // what a browser tab can parse without trouble
 
 export async function readFile(file) {
@@ -22,6 +23,7 @@ function number(cell) {
   const v = Number(s);
   if (Number.isNaN(v) && !/^[+-]?nan$/i.test(s)) return { ok: false, why: `is ${JSON.stringify(s)}, not a number` };
   if (!Number.isFinite(v)) return { ok: false, why: `is ${JSON.stringify(s)}, not a finite number` };
+  if (Math.abs(v) > FLOAT32_MAX) return { ok: false, why: `is ${s}, beyond float32's range (±3.4e38) that the models compute in` };
   return { ok: true, v };
 }
 
@@ -93,7 +95,7 @@ export function parseNpy(buffer, name = "the file") {
     const row = new Array(width);
     for (let j = 0; j < width; j++) {
       const v = read(fortran[1] === "True" ? j * n + i : i * width + j);
-      if (!Number.isFinite(v)) throw new DataError(`row ${i}, column ${j} of ${name} is ${v}, not a finite number`);
+      if (!Number.isFinite(v) || Math.abs(v) > FLOAT32_MAX) throw new DataError(`row ${i}, column ${j} of ${name} is ${v}, not a finite float32 number`);
       row[j] = v;
     }
     rows.push(row);

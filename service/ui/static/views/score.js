@@ -55,6 +55,8 @@ function results(root, data, model, res) {
   const q = model.anomaly_score.quantiles;
   const [lo, hi] = histogramRange(res.scores, q);
   const sorted = Float64Array.from(res.scores).sort();
+  // The chart stops at the 99th percentile (a few huge scores would squash it); the slider goes on.
+  const top = Math.max(hi, sorted[sorted.length - 1]);
   const order = res.scores.map((_, i) => i).sort((a, b) => res.scores[b] - res.scores[a]);
   const names = featureNames(model);
   const size = imageSize(model);
@@ -62,10 +64,12 @@ function results(root, data, model, res) {
   let t = res.threshold;
 
   const canvas = h("canvas", { width: 720, height: 260, class: "chart", role: "img", "aria-label": "Histogram of the file's scores over the calibration distribution, with the threshold" });
-  const slider = h("input", { id: "threshold", type: "range", min: lo, max: hi, step: (hi - lo) / 1000, value: t });
+  canvas.dataset.lo = lo; // the chart's score range, for scripts and tests
+  canvas.dataset.hi = hi;
+  const slider = h("input", { id: "threshold", type: "range", min: lo, max: top, step: (top - lo) / 1000, value: t });
   const exact = h("input", { id: "threshold-value", type: "number", step: "any", value: t, "aria-label": "Threshold value" });
   const flagged = h("output", { id: "flagged", for: "threshold", "aria-live": "polite" });
-  const top = h("div", { class: "top" });
+  const flaggedRows = h("div", { class: "top" });
 
   const flaggedCount = () => sorted.length - upperBound(sorted, t);
   const update = () => {
@@ -75,7 +79,7 @@ function results(root, data, model, res) {
     const expected = 100 * (1 - cdf(q, t));
     flagged.textContent = `${n} of ${sorted.length} rows flagged (${fmt(share)} %) at threshold ${fmt(t)}; rows like the calibration data: ${fmt(expected)} % flagged.`;
     const rows = order.filter((i) => res.scores[i] > t).slice(0, TOP);
-    top.replaceChildren(
+    flaggedRows.replaceChildren(
       rows.length
         ? table(
             ["row", ...(size ? ["image"] : []), "score", "percentile", "largest contributions"],
@@ -87,7 +91,7 @@ function results(root, data, model, res) {
   };
   let queued = false;
   const set = (v, from) => {
-    t = Math.min(hi, Math.max(lo, v));
+    t = Math.min(top, Math.max(lo, v));
     if (from !== slider) slider.value = t;
     if (from !== exact) exact.value = Number(t.toPrecision(6));
     if (!queued) {
@@ -95,7 +99,9 @@ function results(root, data, model, res) {
       requestAnimationFrame(() => ((queued = false), update()));
     }
   };
-  slider.addEventListener("input", () => set(Number(slider.value), slider));
+  // The slider's steps need not land on the highest score: its end means "flag nothing".
+  const fromSlider = () => (Number(slider.value) >= Number(slider.max) - (top - lo) / 2000 ? top : Number(slider.value));
+  slider.addEventListener("input", () => set(fromSlider(), slider));
   exact.addEventListener("change", () => Number.isFinite(Number(exact.value)) && exact.value !== "" && set(Number(exact.value), exact));
   let dragging = false;
   canvas.addEventListener("pointerdown", (e) => {
@@ -113,7 +119,7 @@ function results(root, data, model, res) {
     canvas,
     h("div", { class: "controls" }, h("div", { class: "field wide" }, h("label", { for: "threshold" }, "Threshold (drag the red line or use the arrow keys)"), slider), h("div", { class: "field" }, exact), served, csv),
     flagged,
-    top,
+    flaggedRows,
   );
   update();
 }
