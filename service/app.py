@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from starlette.middleware.cors import CORSMiddleware
 
 from artifact.graphs import Backend
-from service import admin, handlers, oip, openapi
+from service import admin, handlers, oip, openapi, ui
 from service.auth import ApiKey
 from service.batching import Batching, Inference
 from service.lifecycle import Lifecycle
@@ -73,6 +73,8 @@ def create_app(settings: Settings, repository: ModelRepository | None = None) ->
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=handlers.FastJSONResponse,
+        docs_url=None,  # FastAPI's pages load from a CDN: service/ui/docs.py serves offline ones
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.repository = repository
@@ -89,6 +91,7 @@ def create_app(settings: Settings, repository: ModelRepository | None = None) ->
     if key is not None:  # no key, no admin endpoints (404)
         app.include_router(admin.router)
     openapi.install(app, auth=key is not None)
+    ui.install(app)  # /ui, /docs, /redoc
     # Each add_middleware wraps the ones before: a request meets them from the last added to the first.
     app.add_middleware(DirectDispatch, routes=router.routes, handlers=app.exception_handlers)  # innermost
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -5,7 +5,9 @@ SHA-256 digests with `hmac.compare_digest`, so that neither the key's characters
 show in the answer's timing. The key is never logged or echoed; a refusal is a 401 naming the
 headers to use. Unknown paths are refused too (401, not 404), so that nothing about the API is
 learnt without the key. The probes (/healthz, /readyz, /metrics) stay open for orchestrators and
-scrapers; they reveal model names and versions, not data.
+scrapers; they reveal model names and versions, not data. The static shells of the web page
+(/ui) and of the docs (/docs, /redoc) are open too: they hold no model data, and they ask for the
+key, which they send with every call they make (service/ui).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.limits import PROBES
 from service.middleware import send_error
+from service.ui import is_public
 
 MAX_CANDIDATES = 4  # headers checked per request: a flood of headers costs no more than this
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="latentserve"'}
@@ -31,7 +34,7 @@ class ApiKey:
         return hmac.compare_digest(hashlib.sha256(presented).digest(), self._digest)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PROBES:
+        if scope["type"] != "http" or scope["path"] in PROBES or is_public(scope["path"], scope["method"]):
             await self.app(scope, receive, send)
             return
         candidates = presented_keys(scope["headers"])

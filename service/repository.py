@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from artifact.graphs import Backend
 from artifact.manifest import valid_name
 from artifact.predictor import Predictor
@@ -268,6 +270,8 @@ def describe_version(model: Predictor) -> dict[str, Any]:
             "threshold": m.calibration.threshold,
             "contamination": m.calibration.contamination,
             "calibration_rows": m.calibration.n_rows,
+            # The calibration scores at percentiles 0, 1, ..., 100: the distribution /ui draws behind a histogram.
+            "quantiles": _percentile_scores(m.calibration.levels, m.calibration.quantiles),
         },
         metrics=m.metrics,
         # Row counts and the data's name; never its folder, which is the trainer's business.
@@ -280,6 +284,10 @@ def describe_version(model: Predictor) -> dict[str, Any]:
         runtime={**model.backend.describe(), "provider": model.provider or model.backend.provider},
     )
     return out
+
+
+def _percentile_scores(levels: list[float], quantiles: list[float]) -> list[float]:
+    return [float(q) for q in np.interp(np.linspace(0.0, 1.0, 101), levels, quantiles)]
 
 
 def _is_version(name: str) -> bool:
