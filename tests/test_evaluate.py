@@ -248,3 +248,18 @@ def test_evaluate_resolves_a_name_to_its_newest_version_or_says_what_exists(mode
     np.savetxt(data, np.zeros((5, 3)), delimiter=",")
     # The name resolves (to version 2, the newest): the refusal is then about the data.
     assert "version 2 expects 64" in _refusal(capsys, "digits-ae", "--models", str(repo), "--data", str(data))
+
+
+def test_split_labels_reads_an_npz_array_a_column_number_and_drops_the_column(tmp_path) -> None:
+    from training.data import load
+    from training.evaluate import split_labels
+
+    x = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    y = (np.arange(30) % 3 == 0).astype(np.int8)
+    np.savez(tmp_path / "odds.npz", X=x, y=y)
+    ds, labels = split_labels(load(str(tmp_path / "odds.npz")), "y")
+    assert ds.x.shape == (30, 4) and labels.tolist() == y.tolist()
+    np.savetxt(tmp_path / "t.csv", np.c_[x, y], delimiter=",")
+    ds, labels = split_labels(load(str(tmp_path / "t.csv")), "5")
+    np.testing.assert_array_equal(ds.x, x)
+    assert labels.tolist() == y.tolist()

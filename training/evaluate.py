@@ -63,9 +63,14 @@ def resolve_model(target: str, models: str | None) -> Path:
 
 
 def split_labels(ds: Dataset, spec: str) -> tuple[Dataset, np.ndarray]:
-    """The data without its label column, and the 0/1 labels: a file, a column name or a 1-based number."""
+    """The data without its label column, and the 0/1 labels: a file, an array of the .npz data file (such
+    as ODDS's `y`), a column name of the CSV header, or a 1-based column number."""
     if Path(spec).is_file():
         return ds, check_labels(_read_label_file(Path(spec)), len(ds.x), f"labels file {spec}")
+    if ds.source.lower().endswith(".npz"):
+        with np.load(ds.source, allow_pickle=False) as arrays:
+            if spec in arrays.files and spec != "X":
+                return ds, check_labels(arrays[spec], len(ds.x), f"labels array {spec!r} of {ds.source}")
     names = ds.feature_names or []
     if spec in names:
         j = names.index(spec)
