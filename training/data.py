@@ -169,9 +169,7 @@ def fit_preprocessing(ds: Dataset, x_train: np.ndarray, scaling: str, allow_cons
         )
     scale = np.where(scale <= 1e-12 * np.maximum(1.0, np.abs(offset)), 1.0, scale)
     return Preprocessing(
-        method=method,
-        offset=[float(v) for v in offset],
-        scale=[float(v) for v in scale],
+        method=method, offset=[float(v) for v in offset], scale=[float(v) for v in scale],
         clip=method == "minmax",
     )
 

@@ -74,18 +74,11 @@ def evaluate(cfg: TrainConfig, result: Fit, x_train: np.ndarray, x_val: np.ndarr
     """Final metrics, each beside the baseline it should beat."""
     model = result.model.cpu().eval()
     xv = torch.from_numpy(x_val)
-    metrics: dict = {
-        "epochs_run": len(result.history),
-        "best_epoch": result.best_epoch,
-        "stopped_early": result.stopped_early,
-        "train_rows": len(x_train),
-        "val_rows": len(x_val),
-    }
+    metrics: dict = {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
+                     "stopped_early": result.stopped_early, "train_rows": len(x_train), "val_rows": len(x_val)}
     metrics.update({k: v for k, v in result.history[-1].items() if k != "epoch"})
     if cfg.kind == "gan":
-        samples = model.generator(
-            torch.randn(len(x_val), cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed))
-        ).numpy()
+        samples = model.generator(torch.randn(len(x_val), cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed))).numpy()
         rng = np.random.default_rng(cfg.seed)
         noise = rng.uniform(x_train.min(axis=0), x_train.max(axis=0), size=samples.shape).astype(np.float32)
         metrics["sample_nn_distance"] = nn_distance(samples, x_val)
@@ -124,11 +117,6 @@ def checkpoint(cfg, ds, prep, result: Fit, x_train, x_val, metrics) -> dict:
         "x_val": torch.from_numpy(x_val),
         "latent_prior": prior,
         "metrics": metrics,
-        "data": {
-            "source": ds.source,
-            "rows": int(ds.x.shape[0]),
-            "features": int(ds.x.shape[1]),
-            "train_rows": int(len(x_train)),
-            "val_rows": int(len(x_val)),
-        },
+        "data": {"source": ds.source, "rows": int(ds.x.shape[0]), "features": int(ds.x.shape[1]),
+                 "train_rows": int(len(x_train)), "val_rows": int(len(x_val))},
     }
