@@ -99,6 +99,39 @@ def test_evaluate_html_inlines_every_image_and_links_nowhere(ae_report) -> None:
     assert not re.search(r"https?://|url\(", text)
 
 
+def _chromium() -> str | None:
+    """The system's Chromium (apt), or Playwright's own download, for the browser test."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_evaluate_html_opens_in_a_headless_browser_without_a_request(ae_report) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the browser check needs playwright")
+    out, _ = ae_report
+    requests: list[str] = []
+    with sync_api.sync_playwright() as p:
+        try:
+            browser = p.chromium.launch(executable_path=_chromium())
+        except sync_api.Error as e:  # no browser on this machine: say so, do not pass silently
+            pytest.skip(f"no Chromium to launch (apt-get install chromium): {str(e).splitlines()[0]}")
+        context = browser.new_context(offline=True)
+        page = context.new_page()
+
+        def record(route) -> None:  # every request but the page itself is recorded and refused
+            if route.request.url != (out / "report.html").as_uri():
+                requests.append(route.request.url)
+                return route.abort()
+            return route.continue_()
+
+        page.route("**/*", record)
+        page.goto((out / "report.html").as_uri())
+        loaded = page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth > 0)")
+        headings = page.locator("h2").all_inner_texts()
+        browser.close()
+    assert requests == []
+    assert len(loaded) >= 5 and all(loaded)
+    assert "Anomaly detection" in headings and "Threshold check" in headings
+
+
 def test_evaluate_auc_ap_f1_match_sklearn_on_the_served_scores(models_dir, ae_report, labelled_digits) -> None:
     out, metrics = ae_report
     _, x, y = labelled_digits
