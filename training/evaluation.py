@@ -256,10 +256,11 @@ def sample_quality(ctx: Context, bar) -> Section:
         f"downloaded weights."
     )
     sec.table(["metric", "model", "real vs real"], rows)
-    sec.text(
-        "Generated rows are what /sample returns: the decoder's output g(z), the mean of p(x|z), not a draw "
-        "from it. Means are smoother than real rows; that lowers recall measured in the data's own space."
-    )
+    if m.kind != "gan":  # a gan's G(z) is its sample; the other kinds decode a mean
+        sec.text(
+            "Generated rows are what /sample returns: the decoder's output g(z), the mean of p(x|z), not a draw "
+            "from it. Means are smoother than real rows; that lowers recall measured in the data's own space."
+        )
     sec.text(
         "Precision is the share of generated rows that fall on the real data's manifold (fidelity); recall "
         "the share of real rows that fall on the generated manifold (coverage: dropped modes lower it)."
