@@ -296,3 +296,18 @@ def test_split_labels_reads_an_npz_array_a_column_number_and_drops_the_column(tm
     ds, labels = split_labels(load(str(tmp_path / "t.csv")), "5")
     np.testing.assert_array_equal(ds.x, x)
     assert labels.tolist() == y.tolist()
+
+
+def test_match_columns_reorders_by_name_and_notes_a_mismatch() -> None:
+    from training.data import Dataset
+    from training.evaluate import match_columns
+
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    shuffled = Dataset(x, "t.csv", feature_names=["c", "a", "b"])
+    ds, note = match_columns(shuffled, ["a", "b", "c"])
+    np.testing.assert_array_equal(ds.x, x[:, [1, 2, 0]])
+    assert ds.feature_names == ["a", "b", "c"] and "reordered" in note
+    ds, note = match_columns(Dataset(x, "t.csv", feature_names=["a", "b", "z"]), ["a", "b", "c"])
+    np.testing.assert_array_equal(ds.x, x)
+    assert "'z' (model: 'c')" in note
+    assert match_columns(Dataset(x, "t.csv"), ["a", "b", "c"]) == (Dataset(x, "t.csv"), None)

@@ -127,6 +127,27 @@ def check_labels(values: np.ndarray, n_rows: int, what: str) -> np.ndarray:
     return v.astype(np.int64)
 
 
+def match_columns(ds: Dataset, model_names: list[str] | None) -> tuple[Dataset, str | None]:
+    """Put named columns in the order the model was trained on; (data, a note for the report or None).
+
+    A CSV whose header holds the model's feature names in another order is reordered, not misread."""
+    if not model_names or not ds.feature_names or ds.feature_names == model_names:
+        return ds, None
+    if sorted(ds.feature_names) == sorted(model_names):
+        order = [ds.feature_names.index(name) for name in model_names]
+        return replace(ds, x=ds.x[:, order], feature_names=list(model_names)), (
+            "columns: reordered by name into the model's feature order"
+        )
+    differ = [f"{a!r} (model: {b!r})" for a, b in zip(ds.feature_names, model_names) if a != b]
+    return ds, f"columns: the data's names differ from the model's, taken by position: {', '.join(differ[:5])}"
+
+
+def _same_source(trained: str, evaluated: str) -> bool:
+    if "digits" in (trained, evaluated):
+        return trained == evaluated
+    return Path(trained).resolve() == Path(evaluated).resolve()
+
+
 def run(args: argparse.Namespace) -> int:
     from threadpoolctl import threadpool_limits
 
@@ -187,6 +208,7 @@ def evaluate(
             f"{ds.source} has {ds.x.shape[1]} features per row, the model {m.name!r} version "
             f"{m.version} expects {m.n_features}"
         )
+    ds, column_note = match_columns(ds, m.feature_names)
     out = Path(out) if out is not None else Path(DEFAULT_OUT) / f"{m.name}-v{m.version}"
     out.mkdir(parents=True, exist_ok=True)
     ctx = ev.Context(
@@ -198,7 +220,7 @@ def evaluate(
         iw_samples=iw_samples,
         progress=progress,
         n_boot=n_boot,
-        same_source=str(m.data.get("source")) == ds.source,
+        same_source=_same_source(str(m.data.get("source")), ds.source),
     )
     n = len(ds.x)
     plan = [
@@ -252,6 +274,7 @@ def evaluate(
         f"data: {ds.source}, {n} rows × {ds.x.shape[1]} features"
         + (" (the data it was trained on)" if ctx.same_source else ""),
         label_line,
+        *([column_note] if column_note else []),
         f"seed {seed}; written {metrics['created_at'][:19]} UTC; the numbers are in metrics.json",
     ]
     Report(f"Evaluation of {m.name} version {m.version}", summary, sections).write(out)
