@@ -99,6 +99,39 @@ def test_evaluate_html_inlines_every_image_and_links_nowhere(ae_report) -> None:
     assert not re.search(r"https?://|url\(", text)
 
 
+def _chromium() -> str | None:
+    """The system's Chromium (apt), or Playwright's own download, for the browser test."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_evaluate_html_opens_in_a_headless_browser_without_a_request(ae_report) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the browser check needs playwright")
+    out, _ = ae_report
+    requests: list[str] = []
+    with sync_api.sync_playwright() as p:
+        try:
+            browser = p.chromium.launch(executable_path=_chromium())
+        except sync_api.Error as e:  # no browser on this machine: say so, do not pass silently
+            pytest.skip(f"no Chromium to launch (apt-get install chromium): {str(e).splitlines()[0]}")
+        context = browser.new_context(offline=True)
+        page = context.new_page()
+
+        def record(route) -> None:  # every request but the page itself is recorded and refused
+            if route.request.url != (out / "report.html").as_uri():
+                requests.append(route.request.url)
+                return route.abort()
+            return route.continue_()
+
+        page.route("**/*", record)
+        page.goto((out / "report.html").as_uri())
+        loaded = page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth > 0)")
+        headings = page.locator("h2").all_inner_texts()
+        browser.close()
+    assert requests == []
+    assert len(loaded) >= 5 and all(loaded)
+    assert "Anomaly detection" in headings and "Threshold check" in headings
+
+
 def test_evaluate_auc_ap_f1_match_sklearn_on_the_served_scores(models_dir, ae_report, labelled_digits) -> None:
     out, metrics = ae_report
     _, x, y = labelled_digits
@@ -248,3 +281,33 @@ def test_evaluate_resolves_a_name_to_its_newest_version_or_says_what_exists(mode
     np.savetxt(data, np.zeros((5, 3)), delimiter=",")
     # The name resolves (to version 2, the newest): the refusal is then about the data.
     assert "version 2 expects 64" in _refusal(capsys, "digits-ae", "--models", str(repo), "--data", str(data))
+
+
+def test_split_labels_reads_an_npz_array_a_column_number_and_drops_the_column(tmp_path) -> None:
+    from training.data import load
+    from training.evaluate import split_labels
+
+    x = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    y = (np.arange(30) % 3 == 0).astype(np.int8)
+    np.savez(tmp_path / "odds.npz", X=x, y=y)
+    ds, labels = split_labels(load(str(tmp_path / "odds.npz")), "y")
+    assert ds.x.shape == (30, 4) and labels.tolist() == y.tolist()
+    np.savetxt(tmp_path / "t.csv", np.c_[x, y], delimiter=",")
+    ds, labels = split_labels(load(str(tmp_path / "t.csv")), "5")
+    np.testing.assert_array_equal(ds.x, x)
+    assert labels.tolist() == y.tolist()
+
+
+def test_match_columns_reorders_by_name_and_notes_a_mismatch() -> None:
+    from training.data import Dataset
+    from training.evaluate import match_columns
+
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    shuffled = Dataset(x, "t.csv", feature_names=["c", "a", "b"])
+    ds, note = match_columns(shuffled, ["a", "b", "c"])
+    np.testing.assert_array_equal(ds.x, x[:, [1, 2, 0]])
+    assert ds.feature_names == ["a", "b", "c"] and "reordered" in note
+    ds, note = match_columns(Dataset(x, "t.csv", feature_names=["a", "b", "z"]), ["a", "b", "c"])
+    np.testing.assert_array_equal(ds.x, x)
+    assert "'z' (model: 'c')" in note
+    assert match_columns(Dataset(x, "t.csv"), ["a", "b", "c"]) == (Dataset(x, "t.csv"), None)

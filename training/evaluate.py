@@ -63,9 +63,14 @@ def resolve_model(target: str, models: str | None) -> Path:
 
 
 def split_labels(ds: Dataset, spec: str) -> tuple[Dataset, np.ndarray]:
-    """The data without its label column, and the 0/1 labels: a file, a column name or a 1-based number."""
+    """The data without its label column, and the 0/1 labels: a file, an array of the .npz data file (such
+    as ODDS's `y`), a column name of the CSV header, or a 1-based column number."""
     if Path(spec).is_file():
         return ds, check_labels(_read_label_file(Path(spec)), len(ds.x), f"labels file {spec}")
+    if ds.source.lower().endswith(".npz"):
+        with np.load(ds.source, allow_pickle=False) as arrays:
+            if spec in arrays.files and spec != "X":
+                return ds, check_labels(arrays[spec], len(ds.x), f"labels array {spec!r} of {ds.source}")
     names = ds.feature_names or []
     if spec in names:
         j = names.index(spec)
@@ -120,6 +125,27 @@ def check_labels(values: np.ndarray, n_rows: int, what: str) -> np.ndarray:
     if v.min() == v.max():
         raise EvaluateError(f"{what} holds only {int(v[0])}s: the anomaly metrics need both 0 and 1")
     return v.astype(np.int64)
+
+
+def match_columns(ds: Dataset, model_names: list[str] | None) -> tuple[Dataset, str | None]:
+    """Put named columns in the order the model was trained on; (data, a note for the report or None).
+
+    A CSV whose header holds the model's feature names in another order is reordered, not misread."""
+    if not model_names or not ds.feature_names or ds.feature_names == model_names:
+        return ds, None
+    if sorted(ds.feature_names) == sorted(model_names):
+        order = [ds.feature_names.index(name) for name in model_names]
+        return replace(ds, x=ds.x[:, order], feature_names=list(model_names)), (
+            "columns: reordered by name into the model's feature order"
+        )
+    differ = [f"{a!r} (model: {b!r})" for a, b in zip(ds.feature_names, model_names) if a != b]
+    return ds, f"columns: the data's names differ from the model's, taken by position: {', '.join(differ[:5])}"
+
+
+def _same_source(trained: str, evaluated: str) -> bool:
+    if "digits" in (trained, evaluated):
+        return trained == evaluated
+    return Path(trained).resolve() == Path(evaluated).resolve()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -182,6 +208,7 @@ def evaluate(
             f"{ds.source} has {ds.x.shape[1]} features per row, the model {m.name!r} version "
             f"{m.version} expects {m.n_features}"
         )
+    ds, column_note = match_columns(ds, m.feature_names)
     out = Path(out) if out is not None else Path(DEFAULT_OUT) / f"{m.name}-v{m.version}"
     out.mkdir(parents=True, exist_ok=True)
     ctx = ev.Context(
@@ -193,7 +220,7 @@ def evaluate(
         iw_samples=iw_samples,
         progress=progress,
         n_boot=n_boot,
-        same_source=str(m.data.get("source")) == ds.source,
+        same_source=_same_source(str(m.data.get("source")), ds.source),
     )
     n = len(ds.x)
     plan = [
@@ -247,6 +274,7 @@ def evaluate(
         f"data: {ds.source}, {n} rows × {ds.x.shape[1]} features"
         + (" (the data it was trained on)" if ctx.same_source else ""),
         label_line,
+        *([column_note] if column_note else []),
         f"seed {seed}; written {metrics['created_at'][:19]} UTC; the numbers are in metrics.json",
     ]
     Report(f"Evaluation of {m.name} version {m.version}", summary, sections).write(out)
