@@ -70,13 +70,21 @@ async def test_with_a_key_the_key_opens_every_endpoint(keyed_client, headers):
 )
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("POST", "/encode"), ("GET", "/models"), ("GET", "/models/digits-ae"), ("GET", "/openapi.json"), ("GET", "/docs")],
+    [("POST", "/encode"), ("GET", "/models"), ("GET", "/models/digits-ae"), ("GET", "/openapi.json")],
 )
 async def test_with_a_key_requests_without_it_are_401(keyed_client, headers, message, method, path):
     r = await keyed_client.request(method, path, json=ENCODE if method == "POST" else None, headers=headers)
     assert r.status_code == 401
     assert message in r.json()["error"] and r.headers["www-authenticate"].startswith("Bearer")
     assert KEY not in r.text
+
+
+async def test_with_a_key_the_docs_page_opens_but_the_api_description_needs_the_key(keyed_client):
+    """/docs is a page that asks for the key (tests/browser); what it shows, /openapi.json, needs it."""
+    page = await keyed_client.get("/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"] and KEY not in page.text
+    assert (await keyed_client.get("/openapi.json")).status_code == 401
+    assert (await keyed_client.get("/openapi.json", headers={"X-API-Key": KEY})).status_code == 200
 
 
 async def test_with_a_key_unknown_paths_are_401_not_404(keyed_client):
