@@ -11,12 +11,7 @@ from models.networks import Discriminator, Generator
 
 class GAN(nn.Module):
     def __init__(
-        self,
-        n_features: int,
-        hidden: list[int],
-        latent_dim: int,
-        activation: str,
-        output: str,
+        self, n_features: int, hidden: list[int], latent_dim: int, activation: str, output: str,
         spectral_norm: bool = True,
     ):
         super().__init__()

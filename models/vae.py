@@ -17,12 +17,7 @@ LOGVAR_X_FLOOR = math.log(1e-2)
 
 class VAE(nn.Module):
     def __init__(
-        self,
-        n_features: int,
-        hidden: list[int],
-        latent_dim: int,
-        activation: str,
-        likelihood: str,
+        self, n_features: int, hidden: list[int], latent_dim: int, activation: str, likelihood: str,
         noise: str = "unit",
     ):
         super().__init__()
