@@ -24,11 +24,13 @@ class Progress:
             disable=not (enabled and ctx.is_main),
             dynamic_ncols=True,
         )
-        self.steps, self.start, self.epoch_no = 0, time.perf_counter(), 0
+        self.steps, self.start, self.epoch_no = 0, 0.0, 0  # the clock starts after the first step (warm-up)
         self.losses: dict[str, str] = {}
 
     def step(self) -> None:
         self.steps += 1
+        if self.steps == 1:
+            self.start = time.perf_counter()
         self.bar.update(1)
         if self.steps % REFRESH_STEPS == 0:
             self._postfix()
@@ -39,7 +41,7 @@ class Progress:
         self._postfix()
 
     def rows_per_second(self) -> float:
-        return self.steps * self.rows_per_step / max(time.perf_counter() - self.start, 1e-9)
+        return (self.steps - 1) * self.rows_per_step / max(time.perf_counter() - self.start, 1e-9)
 
     def _postfix(self) -> None:
         if self.bar.disable:
