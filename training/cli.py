@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     quiet_rank = os.environ.get("RANK", "0") not in ("", "0")  # under torchrun only rank 0 speaks
-    logging.basicConfig(level=logging.WARNING if quiet_rank else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    level = logging.WARNING if quiet_rank else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     # Imported here so that `--help` and argument errors answer without loading torch.
     from training.config import ConfigError

@@ -135,9 +135,15 @@ def _column(ds: Dataset, j: int) -> str:
 
 def split(x: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Shuffle with the seed, hold out `val_fraction` of the rows (at least one)."""
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_val = max(1, int(round(val_fraction * len(x))))
-    return x[order[n_val:]], x[order[:n_val]]
+    train, val = split_index(len(x), val_fraction, seed)
+    return x[train], x[val]
+
+
+def split_index(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`split`'s (training, validation) row numbers, for data that is read row by row."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(val_fraction * n)))
+    return order[n_val:], order[:n_val]
 
 
 def fit_preprocessing(ds: Dataset, x_train: np.ndarray, scaling: str, allow_constant: bool) -> Preprocessing:
@@ -159,6 +165,13 @@ def fit_preprocessing(ds: Dataset, x_train: np.ndarray, scaling: str, allow_cons
         offset = x_train.min(axis=0).astype(np.float64)
         scale = x_train.max(axis=0).astype(np.float64) - offset
         method = "minmax"
+    return preprocessing_from(ds, method, offset, scale, allow_constant)
+
+
+def preprocessing_from(
+    ds: Dataset, method: str, offset: np.ndarray, scale: np.ndarray, allow_constant: bool
+) -> Preprocessing:
+    """The Preprocessing for per-column offset and scale, refusing constant columns unless allowed."""
     constant = np.flatnonzero(scale <= 1e-12 * np.maximum(1.0, np.abs(offset)))
     if constant.size and not allow_constant:
         cols = ", ".join(_column(ds, int(j)) for j in constant[:5])

@@ -16,7 +16,7 @@ import torch
 
 from service import scoring
 from training import data as data_mod
-from training import plots
+from training import plots, sources
 from training.config import ConfigError, TrainConfig
 from training.distributed import Context
 from training.export import export_checkpoint
@@ -33,19 +33,25 @@ class RunResult:
     metrics: dict
 
 
-def prepare(cfg: TrainConfig):
-    """Load and check the data, resolve the config, split and scale: returns (cfg, ds, prep, x_train, x_val)."""
+def prepare(cfg: TrainConfig, ctx: Context | None = None):
+    """Load and check the data, resolve the config, split and scale: returns (cfg, ds, prep, x_train, x_val).
+
+    Large .npy/.csv files (training/sources.py) come back as MappedRows, read batch by batch."""
     cfg.check()
-    ds = data_mod.load(cfg.data)
-    x_train_raw, x_val_raw = data_mod.split(ds.x, cfg.val_fraction, cfg.seed)
-    cfg = cfg.resolve(ds.x.shape[1], ds.is_image, len(x_train_raw))
-    if len(x_train_raw) < cfg.batch_size:
+    ds = sources.load(cfg.data, ctx)
+    train_idx, val_idx = data_mod.split_index(len(ds.x), cfg.val_fraction, cfg.seed)
+    cfg = cfg.resolve(ds.x.shape[1], ds.is_image, len(train_idx))
+    if len(train_idx) < cfg.batch_size:
         raise data_mod.DataError(
-            f"{ds.source}: {len(x_train_raw)} training rows after the validation split, fewer than one "
+            f"{ds.source}: {len(train_idx)} training rows after the validation split, fewer than one "
             f"batch of {cfg.batch_size}: supply more rows or a smaller --batch-size"
         )
     if cfg.unit_range and cfg.scaling in ("standard",):
         raise ConfigError("binary cross-entropy / Bernoulli need --scaling minmax (or auto), not standard")
+    if sources.is_mapped(ds):
+        prep, x_train, x_val = sources.prepare_rows(ds, train_idx, val_idx, cfg, ctx)
+        return cfg, ds, prep, x_train, x_val
+    x_train_raw, x_val_raw = ds.x[train_idx], ds.x[val_idx]
     prep = data_mod.fit_preprocessing(ds, x_train_raw, cfg.scaling, cfg.allow_constant)
     x_train = scoring.to_model_space(x_train_raw, prep)
     x_val = scoring.to_model_space(x_val_raw, prep)
@@ -58,7 +64,7 @@ def run(cfg: TrainConfig, progress: bool = True, ctx: Context | None = None) -> 
     """With N ranks (torchrun, training/distributed.py) every rank trains and joins the whole-data
     passes; only rank 0 writes the run folder and publishes, and the others return None at the end."""
     ctx = ctx or Context(device=pick_device(cfg.device))
-    cfg, ds, prep, x_train, x_val = prepare(cfg)
+    cfg, ds, prep, x_train, x_val = prepare(cfg, ctx)
     if ctx.is_main:
         log.info("training %s", json.dumps(cfg.to_dict()))
         if ctx.distributed:
