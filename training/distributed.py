@@ -21,6 +21,7 @@ import inspect
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,7 +97,7 @@ class Context:
         ids = [self.device.index] if self.device.type == "cuda" else None
         # torch >= 2.13 names it forward_sync_buffers (buffers still sync once at init: all alike here)
         renamed = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-        no_sync = {"forward_sync_buffers" if renamed else "broadcast_buffers": False}
+        no_sync: dict[str, Any] = {"forward_sync_buffers" if renamed else "broadcast_buffers": False}
         return DistributedDataParallel(module, device_ids=ids, **no_sync)
 
     def gather_rows(self, values: torch.Tensor, same_size: bool = False) -> torch.Tensor:

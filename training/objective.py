@@ -11,6 +11,8 @@ so that (1/N) Σ_r J_r = J: the k kept rows are the k lowest costs of the whole 
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from torch import nn
@@ -33,14 +35,16 @@ class RowCost(nn.Module):
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None):
         if self.kind == "vae":
-            loss, rec, kl = vae.row_costs(self.model, x, self.beta, eps)  # (B,) each
+            loss, rec, kl = vae.row_costs(cast(vae.VAE, self.model), x, self.beta, eps)  # (B,) each
             return loss, torch.stack([rec, kl], dim=1), None
-        rec = ae.reconstruction_cost(self.model, x, self.reconstruction)  # (B,)
+        rec = ae.reconstruction_cost(cast(ae.Autoencoder, self.model), x, self.reconstruction)  # (B,)
         penalty = None
         if self.lam > 0:
-            modules = [self.model.encoder, self.model.decoder]
-            penalty = self.lam * losses.weight_penalty(modules, self.penalty).to(rec)
+            penalty = self.lam * losses.weight_penalty(self.networks(), self.penalty).to(rec)
         return rec, rec[:, None], penalty
+
+    def networks(self) -> list[nn.Module]:
+        return [cast(nn.Module, self.model.encoder), cast(nn.Module, self.model.decoder)]
 
     @property
     def log_names(self) -> list[str]:
@@ -75,7 +79,7 @@ def validation_cost(cost: RowCost, cfg: TrainConfig, rows, ctx: Context, chunk: 
     eps_all = None
     if cfg.kind == "vae":
         gen = torch.Generator().manual_seed(cfg.seed + 1)
-        eps_all = torch.randn(len(rows), cfg.latent_dim, generator=gen, dtype=rows.dtype)  # (N_val, L)
+        eps_all = torch.randn(len(rows), int(cfg.latent_dim or 0), generator=gen, dtype=rows.dtype)  # (N_val, L)
     parts_c, parts_t, penalty = [], [], None
     for a in range(start, stop, chunk):
         b = min(stop, a + chunk)
@@ -90,11 +94,11 @@ def validation_cost(cost: RowCost, cfg: TrainConfig, rows, ctx: Context, chunk: 
             [torch.zeros(0, width, device=ctx.device, dtype=rows.dtype)],
         )
         if cost.lam > 0:
-            modules = [cost.model.encoder, cost.model.decoder]
-            penalty = cost.lam * losses.weight_penalty(modules, cost.penalty).to(parts_c[0])
+            penalty = cost.lam * losses.weight_penalty(cost.networks(), cost.penalty).to(parts_c[0])
     costs = ctx.gather_rows(torch.cat(parts_c))  # (N_val,) every rank alike
     terms = ctx.gather_rows(torch.cat(parts_t))  # (N_val, T)
-    kept = len(costs) if cfg.trim <= 0 else max(1, int(np.ceil((1.0 - cfg.trim) * len(costs))))
+    trim = float(cfg.trim or 0.0)
+    kept = len(costs) if trim <= 0 else max(1, int(np.ceil((1.0 - trim) * len(costs))))
     order = torch.sort(costs, stable=True).indices[:kept]
     loss = costs[order].mean()
     values = {"val_loss": loss, **{f"val_{n}": terms[order, j].mean() for j, n in enumerate(cost.term_names)}}

@@ -6,6 +6,7 @@ and every rank gets the same numbers; no whole-data tensor is built."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -32,16 +33,18 @@ def training_stats(cfg: TrainConfig, model: nn.Module, x_train: rows_mod.Source,
     ctx = ctx or Context()
     param = next(model.parameters())
     encode = cfg.kind in ("ae", "rae")
+    latent_dim = int(cfg.latent_dim or 0)
+    encoder = cast(nn.Module, model.encoder)
     model.eval()
 
     def latents(x: np.ndarray) -> torch.Tensor:
-        return model.encoder(torch.from_numpy(x).to(param)).double().cpu()  # (C, L)
+        return encoder(torch.from_numpy(x).to(param)).double().cpu()  # (C, L)
 
     n_features = x_train.shape[1]
     total = torch.zeros(n_features, dtype=torch.float64)
     lo = torch.full((n_features,), float("inf"), dtype=torch.float64)
     hi = torch.full((n_features,), float("-inf"), dtype=torch.float64)
-    z_total = torch.zeros(cfg.latent_dim, dtype=torch.float64)
+    z_total = torch.zeros(latent_dim, dtype=torch.float64)
     for x in rows_mod.chunks(x_train, ctx):
         xt = torch.from_numpy(x).double()
         total += xt.sum(0)
@@ -55,12 +58,12 @@ def training_stats(cfg: TrainConfig, model: nn.Module, x_train: rows_mod.Source,
     prior = None
     if encode:  # second pass: the centred scatter, as torch.cov computes it
         z_mean = z_total / n
-        scatter = torch.zeros(cfg.latent_dim, cfg.latent_dim, dtype=torch.float64)
+        scatter = torch.zeros(latent_dim, latent_dim, dtype=torch.float64)
         for x in rows_mod.chunks(x_train, ctx):
             zc = latents(x) - z_mean  # (C, L)
             scatter += zc.T @ zc
         scatter = ctx.sum(scatter.to(dev)).cpu()
-        cov = scatter / max(n - 1, 1) + PRIOR_JITTER * torch.eye(cfg.latent_dim, dtype=torch.float64)
+        cov = scatter / max(n - 1, 1) + PRIOR_JITTER * torch.eye(latent_dim, dtype=torch.float64)
         prior = {"mean": z_mean.tolist(), "cholesky": torch.linalg.cholesky(cov).tolist()}
     return TrainStats(
         rows=n,

@@ -16,9 +16,9 @@ REFRESH_STEPS = 50  # rows/s is recomputed every this many steps (and at each ep
 class Progress:
     def __init__(self, cfg: TrainConfig, ctx: Context, steps_per_epoch: int, enabled: bool = True):
         self.rows_per_step = cfg.batch_size  # the global batch: every rank steps together
-        self.epochs = cfg.epochs
+        self.epochs = int(cfg.epochs or 1)
         self.bar = tqdm(
-            total=cfg.epochs * steps_per_epoch,
+            total=self.epochs * steps_per_epoch,
             desc=f"{cfg.kind} {cfg.name}",
             unit="step",
             disable=not (enabled and ctx.is_main),
