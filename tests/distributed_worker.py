@@ -15,7 +15,9 @@ import torch
 from training import pipeline
 from training.config import TrainConfig
 from training.distributed import Context
-from training.train import fit
+from training.passes import training_stats
+from training.rows import MappedRows
+from training.train import fit, fold_noise
 
 STEPS_ROWS = 960  # training rows: 15 global batches of 64, 2 epochs = 30 steps
 CASES = {
@@ -27,9 +29,12 @@ CASES = {
     "gan": {"kind": "gan"},
 }
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# the large-data path (run with LATENTSERVE_MAP_BYTES=0): file, kind, scaling; ae on standardised data
+# folds σ and fits the latent prior, both computed in chunks shared among the ranks
+MAPPED_CASES = {"npy-ae": ("table.npy", "ae", "standard"), "csv-vae": ("table.csv", "vae", "robust")}
 
 
-def main(out: str) -> int:
+def main(out: str, tables: str | None = None) -> int:
     torch.set_num_threads(1)
     ctx = Context.from_env("cpu", batch_size=64)
     results: dict[str, np.ndarray] = {}
@@ -42,10 +47,23 @@ def main(out: str) -> int:
             results[f"{name}/{dname}/params"] = torch.cat(params).numpy()
             results[f"{name}/{dname}/history"] = np.array(json.dumps(result.history))
             results[f"{name}/{dname}/best_epoch"] = np.array(result.best_epoch)
+    for name, (file, kind, scaling) in MAPPED_CASES.items() if tables else ():
+        base = TrainConfig(kind=kind, name=name, data=str(Path(tables) / file), epochs=2, scaling=scaling)
+        cfg, _, prep, x_train, x_val = pipeline.prepare(base, ctx)
+        assert isinstance(x_train, MappedRows), "expected the memory-mapped path"
+        result = fit(cfg, x_train, x_val, progress=False, ctx=ctx)
+        prep, x_train, x_val = fold_noise(cfg, result, prep, x_train, x_val, ctx)
+        stats = training_stats(cfg, result.model, x_train, ctx)
+        params = [p.detach().double().reshape(-1) for p in result.model.state_dict().values()]
+        results[f"{name}/params"] = torch.cat(params).numpy()
+        results[f"{name}/scaling"] = np.array([prep.offset, prep.scale])
+        results[f"{name}/stats"] = np.concatenate([stats.mean, stats.minimum, stats.maximum])
+        prior = stats.prior or {"mean": [], "cholesky": []}
+        results[f"{name}/prior"] = np.concatenate([np.ravel(prior["mean"]), np.ravel(prior["cholesky"])])
     np.savez(Path(out) / f"rank{ctx.rank}.npz", **results)
     ctx.close()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(*sys.argv[1:3]))

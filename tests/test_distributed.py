@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.distributed_worker import CASES, DTYPES
+from tests.distributed_worker import CASES, DTYPES, MAPPED_CASES
 
 pytestmark = pytest.mark.distributed
 
@@ -43,14 +43,22 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def parity(tmp_path_factory) -> dict[str, dict[str, np.lib.npyio.NpzFile]]:
     """Every case trained by one process and by two ranks (tests/distributed_worker.py)."""
+    tables = tmp_path_factory.mktemp("tables")
+    rng = np.random.default_rng(5)
+    table = (rng.normal(size=(1001, 12)) @ rng.normal(size=(12, 12)) * 4 + 9).astype(np.float32)
+    table[:40] *= 6  # a few outliers, for the trimmed cost
+    np.save(tables / "table.npy", table)
+    np.savetxt(tables / "table.csv", table, delimiter=",", fmt="%.9g")
     out = {}
     for world in (1, 2):
         folder = tmp_path_factory.mktemp(f"world{world}")
         port = str(_free_port())
         procs = [
             subprocess.Popen(
-                [PYTHON, str(ROOT / "tests" / "distributed_worker.py"), str(folder)],
-                env=_env(WORLD_SIZE=str(world), RANK=str(r), LOCAL_RANK=str(r), MASTER_PORT=port),
+                [PYTHON, str(ROOT / "tests" / "distributed_worker.py"), str(folder), str(tables)],
+                env=_env(
+                    WORLD_SIZE=str(world), RANK=str(r), LOCAL_RANK=str(r), MASTER_PORT=port, LATENTSERVE_MAP_BYTES="0"
+                ),
                 stderr=subprocess.PIPE,
                 text=True,
             )
@@ -86,6 +94,21 @@ def test_two_ranks_agree_on_history_and_best_epoch(parity, case):
         assert a.keys() == b.keys()
         for k in a:
             assert a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-12), (case, k)
+
+
+@pytest.mark.parametrize("case", sorted(MAPPED_CASES))
+def test_two_ranks_on_mapped_files_match_one_process(parity, case):
+    """The large-data path: sharded checks, scaling statistics, σ and latent prior, then training."""
+    single, ranks = parity[1][0], parity[2]
+    for r in (0, 1):
+        # scale·σ after the fold: σ comes from the trained model, so float32-training close, not exact
+        np.testing.assert_allclose(ranks[r][f"{case}/scaling"], single[f"{case}/scaling"], rtol=1e-6)
+        np.testing.assert_allclose(ranks[r][f"{case}/stats"], single[f"{case}/stats"], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(ranks[r][f"{case}/prior"], single[f"{case}/prior"], rtol=1e-6, atol=1e-7)
+        diff = float(np.max(np.abs(ranks[r][f"{case}/params"] - single[f"{case}/params"])))
+        assert diff <= 1e-6, f"{case} rank {r}: max |Δθ| = {diff:.3g}"
+    if case.startswith("npy-ae"):
+        assert len(single[f"{case}/prior"]) > 0  # the ae's latent prior was fitted
 
 
 # ---- the command line under torchrun --------------------------------------------------------------
