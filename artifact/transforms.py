@@ -19,6 +19,13 @@ def to_model_space(x: np.ndarray, prep: Preprocessing) -> np.ndarray:
     return (x.astype(np.float32, copy=False) - offset) / scale
 
 
+def to_graph_inputs(x: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """(B, F) raw values -> what the graphs take: model space, clipped to [0, 1] when `prep.clip`
+    (min-max and image models; training, validation and serving feed the graphs alike)."""
+    xm = to_model_space(x, prep)
+    return clip_to_unit(xm)[0] if prep.clip else xm
+
+
 def to_raw_space(x: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """(B, F) model outputs -> (B, F) raw feature values."""
     offset = np.asarray(prep.offset, dtype=np.float32)

@@ -33,16 +33,19 @@ def objective(
 
     Returns the scalar cost and its terms, for logging.
     """
-    logits = model.decoder.logits(model.encoder(x))  # (B, F)
-    if reconstruction == "mse":
-        rec = losses.mse(x, logits if model.decoder.output == "identity" else torch.sigmoid(logits))
-    elif reconstruction == "bce":
-        rec = losses.bce_with_logits(x, logits)
-    else:
-        raise ValueError(f"reconstruction must be 'mse' or 'bce', got {reconstruction!r}")
-    terms = {"reconstruction": losses.trimmed_mean(rec, trim)}
+    terms = {"reconstruction": losses.trimmed_mean(reconstruction_cost(model, x, reconstruction), trim)}
     cost = terms["reconstruction"]
     if penalty is not None and lam > 0:
         terms["penalty"] = lam * losses.weight_penalty([model.encoder, model.decoder], penalty)
         cost = cost + terms["penalty"]
     return cost, terms
+
+
+def reconstruction_cost(model: Autoencoder, x: torch.Tensor, reconstruction: str) -> torch.Tensor:
+    """l(x, h(x)) per row (SPEC §1-2): MSE, or BCE from the decoder's logits. (B, F) -> (B,)"""
+    logits = model.decoder.logits(model.encoder(x))  # (B, F)
+    if reconstruction == "mse":
+        return losses.mse(x, logits if model.decoder.output == "identity" else torch.sigmoid(logits))
+    if reconstruction == "bce":
+        return losses.bce_with_logits(x, logits)
+    raise ValueError(f"reconstruction must be 'mse' or 'bce', got {reconstruction!r}")

@@ -37,9 +37,13 @@ def step(
     opt_d: torch.optim.Optimizer,
     opt_g: torch.optim.Optimizer,
     generator: torch.Generator | None = None,
+    z: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """One alternating update: D descends L_D, then G descends the non-saturating L_G."""
-    z = torch.randn(x.shape[0], model.latent_dim, generator=generator).to(x.device)  # (B, L)
+    """One alternating update: D descends L_D, then G descends the non-saturating L_G.
+
+    `z` (B, L): the latents, when the caller draws them (distributed training slices one global draw)."""
+    if z is None:
+        z = torch.randn(x.shape[0], model.latent_dim, generator=generator).to(x.device)  # (B, L)
     fake = model.generator(z)  # (B, F)
 
     # (1) Update D: maximise log D(x) + log(1 − D(G(z))), i.e. lower L_D; D sees fake.detach()

@@ -38,8 +38,8 @@ class VAE(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(x)  # (B, L), (B, L)
 
-    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        eps = torch.randn_like(mu)
+    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+        eps = torch.randn_like(mu) if eps is None else eps  # (B, L); given: drawn by the caller
         return mu + torch.exp(0.5 * logvar) * eps  # z = mu + sigma ⊙ eps
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -71,11 +71,19 @@ def objective(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Batch mean of the negative ELBO (SPEC §3), one reparameterised draw per row; with `trim`,
     the mean leaves out that share of the rows with the highest cost (see losses.trimmed_mean)."""
-    mu, logvar = model.encode(x)
-    z = model.reparameterize(mu, logvar)
-    decoded = model.decoder.logits(z) if model.likelihood == "bernoulli" else model.decoder(z)
-    loss, rec, kl = losses.negative_elbo(x, decoded, mu, logvar, model.likelihood, beta, model.logvar_x())
+    loss, rec, kl = row_costs(model, x, beta)
     if trim > 0:
         kept = torch.topk(loss, max(1, math.ceil((1.0 - trim) * len(loss))), largest=False).indices
         loss, rec, kl = loss[kept], rec[kept], kl[kept]
     return loss.mean(), {"reconstruction": rec.mean(), "kl": kl.mean()}
+
+
+def row_costs(
+    model: VAE, x: torch.Tensor, beta: float, eps: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row negative ELBO, reconstruction and KL (SPEC §3), one draw z = mu + sigma ⊙ eps per row,
+    eps (B, L) given by the caller or drawn here. Each (B,)."""
+    mu, logvar = model.encode(x)
+    z = model.reparameterize(mu, logvar, eps)
+    decoded = model.decoder.logits(z) if model.likelihood == "bernoulli" else model.decoder(z)
+    return losses.negative_elbo(x, decoded, mu, logvar, model.likelihood, beta, model.logvar_x())

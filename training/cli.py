@@ -147,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet_rank = os.environ.get("RANK", "0") not in ("", "0")  # under torchrun only rank 0 speaks
+    level = logging.WARNING if quiet_rank else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     if args.command == "evaluate":  # torch-free: runs the exported ONNX artifact
         return _evaluate(args)
@@ -163,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             return _export_triton(args)
         return _train(args)
     except (DataError, ConfigError, ExportError, RuntimeError) as e:
-        print(f"latentserve {args.command}: error: {e}", file=sys.stderr)
+        if not quiet_rank:
+            print(f"latentserve {args.command}: error: {e}", file=sys.stderr)
         return 2
 
 
@@ -183,18 +186,22 @@ def _evaluate(args) -> int:
 def _train(args) -> int:
     from artifact.manifest import valid_name
     from training import pipeline
+    from training.config import ConfigError
+    from training.distributed import Context
 
     if not valid_name(args.name):
-        print(
-            f"latentserve train: error: --name must be letters, digits, '_', '.', '-' (got {args.name!r})",
-            file=sys.stderr,
-        )
-        return 2
+        raise ConfigError(f"--name must be letters, digits, '_', '.', '-' (got {args.name!r})")
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     values["models"] = args.models or _models_default()
     cfg = TrainConfig(**values)
-    result = pipeline.run(cfg, progress=not args.quiet)
-    print(f"exported {result.artifact} (run folder {result.run_dir})")
+    cfg.check()  # every rank refuses a bad option alike, before any waits for another
+    ctx = Context.from_env(cfg.device, cfg.batch_size)  # torchrun: joins the process group
+    try:
+        result = pipeline.run(cfg, progress=not args.quiet, ctx=ctx)
+    finally:
+        ctx.close()
+    if result is not None:  # rank 0 (or the only process)
+        print(f"exported {result.artifact} (run folder {result.run_dir})")
     return 0
 
 

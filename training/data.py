@@ -200,20 +200,32 @@ def _column(ds: Dataset, j: int) -> str:
     return f"column {j + 1}" + (f" ({ds.feature_names[j]!r})" if ds.feature_names else "")
 
 
+def split_calibration_index(n: int, cal_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row numbers for training and validation, calibration row numbers), each sorted: `cal_fraction`
+    of the rows (at least one) held out before anything else, by their own seeded draw, so that no
+    training decision (fit, best epoch, early stop, σ) ever sees the rows the threshold is set on."""
+    order = np.random.default_rng([seed, 1]).permutation(n)
+    n_cal = max(1, int(round(cal_fraction * n)))
+    return np.sort(order[n_cal:]), np.sort(order[:n_cal])
+
+
 def split_calibration(x: np.ndarray, cal_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows for training and validation, calibration rows): `cal_fraction` of the rows (at least
-    one) held out before anything else, by their own seeded draw, so that no training decision
-    (fit, best epoch, early stop, σ) ever sees the rows the threshold is set on."""
-    order = np.random.default_rng([seed, 1]).permutation(len(x))
-    n_cal = max(1, int(round(cal_fraction * len(x))))
-    return x[np.sort(order[n_cal:])], x[np.sort(order[:n_cal])]
+    """`split_calibration_index`'s rows: (rows for training and validation, calibration rows)."""
+    rest, cal = split_calibration_index(len(x), cal_fraction, seed)
+    return x[rest], x[cal]
 
 
 def split(x: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Shuffle with the seed, hold out `val_fraction` of the rows (at least one)."""
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_val = max(1, int(round(val_fraction * len(x))))
-    return x[order[n_val:]], x[order[:n_val]]
+    train, val = split_index(len(x), val_fraction, seed)
+    return x[train], x[val]
+
+
+def split_index(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`split`'s (training, validation) row numbers, for data that is read row by row."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(val_fraction * n)))
+    return order[n_val:], order[:n_val]
 
 
 def fit_preprocessing(ds: Dataset, x_train: np.ndarray, scaling: str, allow_constant: bool) -> Preprocessing:
@@ -235,6 +247,13 @@ def fit_preprocessing(ds: Dataset, x_train: np.ndarray, scaling: str, allow_cons
         offset = x_train.min(axis=0).astype(np.float64)
         scale = x_train.max(axis=0).astype(np.float64) - offset
         method = "minmax"
+    return preprocessing_from(ds, method, offset, scale, allow_constant)
+
+
+def preprocessing_from(
+    ds: Dataset, method: str, offset: np.ndarray, scale: np.ndarray, allow_constant: bool
+) -> Preprocessing:
+    """The Preprocessing for per-column offset and scale, refusing constant columns unless allowed."""
     constant = np.flatnonzero(scale <= 1e-12 * np.maximum(1.0, np.abs(offset)))
     if constant.size and not (allow_constant or ds.is_image):  # constant pixels are normal in images
         cols = ", ".join(_column(ds, int(j)) for j in constant[:5])

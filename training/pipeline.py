@@ -16,10 +16,12 @@ import torch
 
 from artifact import transforms
 from training import data as data_mod
-from training import plots
+from training import plots, sources
 from training.config import ConfigError, TrainConfig
+from training.distributed import Context
 from training.export import export_checkpoint
-from training.train import Fit, fit, fold_noise
+from training.passes import TrainStats, training_stats
+from training.train import Fit, fit, fold_noise, pick_device
 
 log = logging.getLogger("latentserve.training")
 
@@ -31,50 +33,75 @@ class RunResult:
     metrics: dict
 
 
-def prepare(cfg: TrainConfig):
-    """Load and check the data, resolve the config, split and scale: returns (cfg, ds, prep, x_train, x_val)."""
+def prepare(cfg: TrainConfig, ctx: Context | None = None):
+    """Load and check the data, resolve the config, split and scale: returns (cfg, ds, prep, x_train, x_val).
+
+    Large .npy/.csv files (training/sources.py) come back as MappedRows, read batch by batch."""
     cfg.check()
-    ds = data_mod.load(cfg.data, cfg.columns, cfg.drop_columns, cfg.image_shape)
-    x_rest, _x_cal = data_mod.split_calibration(ds.x, cfg.calibration_fraction, cfg.seed)
-    x_train_raw, x_val_raw = data_mod.split(x_rest, cfg.val_fraction, cfg.seed)
-    cfg = cfg.resolve(ds.x.shape[1], ds.is_pixels, len(x_train_raw))
-    if len(x_train_raw) < cfg.batch_size:
+    ds = sources.load(cfg.data, ctx, cfg.columns, cfg.drop_columns, cfg.image_shape)
+    rest_idx, _cal_idx = data_mod.split_calibration_index(len(ds.x), cfg.calibration_fraction, cfg.seed)
+    train_at, val_at = data_mod.split_index(len(rest_idx), cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = rest_idx[train_at], rest_idx[val_at]
+    cfg = cfg.resolve(ds.x.shape[1], ds.is_pixels, len(train_idx))
+    if len(train_idx) < cfg.batch_size:
         raise data_mod.DataError(
-            f"{ds.source}: {len(x_train_raw)} training rows after the validation split, fewer than one "
+            f"{ds.source}: {len(train_idx)} training rows after the validation split, fewer than one "
             f"batch of {cfg.batch_size}: supply more rows or a smaller --batch-size"
         )
     if cfg.unit_range and cfg.scaling in ("standard",):
         raise ConfigError("binary cross-entropy / Bernoulli need --scaling minmax (or auto), not standard")
+    if sources.is_mapped(ds):
+        prep, x_train, x_val = sources.prepare_rows(ds, train_idx, val_idx, cfg, ctx)
+        return cfg, ds, prep, x_train, x_val
+    x_train_raw, x_val_raw = ds.x[train_idx], ds.x[val_idx]
     prep = data_mod.fit_preprocessing(ds, x_train_raw, cfg.scaling, cfg.allow_constant)
-    x_train = transforms.to_model_space(x_train_raw, prep)
-    x_val = transforms.to_model_space(x_val_raw, prep)
+    x_train = transforms.to_graph_inputs(x_train_raw, prep)
+    x_val = transforms.to_graph_inputs(x_val_raw, prep)
     if cfg.unit_range:
         data_mod.check_unit_range(x_train, ds.source)
     return cfg, ds, prep, x_train, x_val
 
 
-def run(cfg: TrainConfig, progress: bool = True) -> RunResult:
-    cfg, ds, prep, x_train, x_val = prepare(cfg)
-    log.info("training %s", json.dumps(cfg.to_dict()))
-    result = fit(cfg, x_train, x_val, progress=progress)
-    prep, x_train, x_val = fold_noise(cfg, result, prep, x_train, x_val)
-    metrics = evaluate(cfg, result, x_train, x_val)
+def run(cfg: TrainConfig, progress: bool = True, ctx: Context | None = None) -> RunResult | None:
+    """With N ranks (torchrun, training/distributed.py) every rank trains and joins the whole-data
+    passes; only rank 0 writes the run folder and publishes, and the others return None at the end."""
+    ctx = ctx or Context(device=pick_device(cfg.device))
+    cfg, ds, prep, x_train, x_val = prepare(cfg, ctx)
+    if ctx.is_main:
+        log.info("training %s", json.dumps(cfg.to_dict()))
+        if ctx.distributed:
+            log.info(
+                "distributed: %d processes (%s on %s), global batch %d = %d rows per rank",
+                ctx.world_size, "nccl" if ctx.device.type == "cuda" else "gloo", ctx.device.type,
+                cfg.batch_size, ctx.local_batch(cfg.batch_size),
+            )  # fmt: skip
+    result = fit(cfg, x_train, x_val, progress=progress, ctx=ctx)
+    prep, x_train, x_val = fold_noise(cfg, result, prep, x_train, x_val, ctx)
+    stats = training_stats(cfg, result.model, x_train, ctx)
+    if not ctx.is_main:
+        ctx.barrier()  # rank 0 writes and publishes meanwhile
+        return None
+    x_val = np.asarray(x_val)  # the validation rows, in memory on rank 0 only (checkpoint, calibration)
+    metrics = evaluate(cfg, result, x_train, x_val, stats)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     run_dir = Path(cfg.runs) / f"{cfg.name}-{stamp}-seed{cfg.seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = checkpoint(cfg, ds, prep, result, x_train, x_val, metrics)
-    ckpt["x_cal_raw"] = torch.from_numpy(data_mod.split_calibration(ds.x, cfg.calibration_fraction, cfg.seed)[1])
-    ckpt["data"]["calibration_rows"] = int(len(ckpt["x_cal_raw"]))
+    ckpt = checkpoint(cfg, ds, prep, result, x_train, x_val, metrics, stats)
+    cal_idx = data_mod.split_calibration_index(len(ds.x), cfg.calibration_fraction, cfg.seed)[1]
+    ckpt["x_cal_raw"] = torch.from_numpy(np.asarray(ds.x[cal_idx], dtype=np.float32))
+    ckpt["data"]["calibration_rows"] = int(len(cal_idx))
     torch.save(ckpt, run_dir / "checkpoint.pt")
     (run_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "history": result.history}, indent=2))
     plots.save_all(run_dir, cfg, ds, result, x_val, prep)
     artifact = export_checkpoint(ckpt, Path(cfg.models))
+    ctx.barrier()
     return RunResult(artifact, run_dir, metrics)
 
 
 @torch.no_grad()
-def evaluate(cfg: TrainConfig, result: Fit, x_train: np.ndarray, x_val: np.ndarray) -> dict:
+def evaluate(cfg: TrainConfig, result: Fit, x_train, x_val: np.ndarray, stats: TrainStats | None = None) -> dict:
     """Final metrics, each beside the baseline it should beat."""
+    stats = stats or training_stats(cfg, result.model, x_train)
     model = result.model.cpu().eval()
     xv = torch.from_numpy(x_val)
     metrics: dict = {
@@ -90,7 +117,7 @@ def evaluate(cfg: TrainConfig, result: Fit, x_train: np.ndarray, x_val: np.ndarr
             torch.randn(len(x_val), cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed))
         ).numpy()
         rng = np.random.default_rng(cfg.seed)
-        noise = rng.uniform(x_train.min(axis=0), x_train.max(axis=0), size=samples.shape).astype(np.float32)
+        noise = rng.uniform(stats.minimum, stats.maximum, size=samples.shape).astype(np.float32)
         metrics["sample_nn_distance"] = nn_distance(samples, x_val)
         metrics["uniform_noise_nn_distance"] = nn_distance(noise, x_val)
         return metrics
@@ -98,7 +125,7 @@ def evaluate(cfg: TrainConfig, result: Fit, x_train: np.ndarray, x_val: np.ndarr
     z = out[0] if isinstance(out, tuple) else out  # the vae reconstructs from mu
     x_hat = model.decoder(z).numpy()
     metrics["val_reconstruction_mse"] = float(np.mean((x_hat - x_val) ** 2))
-    metrics["mean_predictor_mse"] = float(np.mean((x_train.mean(axis=0) - x_val) ** 2))
+    metrics["mean_predictor_mse"] = float(np.mean((stats.mean.astype(np.float32) - x_val) ** 2))
     return metrics
 
 
@@ -108,14 +135,9 @@ def nn_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.maximum(d2.min(axis=1), 0)).mean())
 
 
-def checkpoint(cfg, ds, prep, result: Fit, x_train, x_val, metrics) -> dict:
+def checkpoint(cfg, ds, prep, result: Fit, x_train, x_val, metrics, stats: TrainStats | None = None) -> dict:
     """A self-describing checkpoint (loadable with torch.load(weights_only=True))."""
-    prior = None
-    if cfg.kind in ("ae", "rae"):
-        with torch.no_grad():
-            z = result.model.encoder(torch.from_numpy(x_train)).double()  # (N, L)
-        cov = torch.atleast_2d(torch.cov(z.T)) + 1e-6 * torch.eye(z.shape[1], dtype=torch.float64)
-        prior = {"mean": z.mean(0).tolist(), "cholesky": torch.linalg.cholesky(cov).tolist()}
+    prior = (stats or training_stats(cfg, result.model, x_train)).prior
     return {
         "format": "latentserve-checkpoint-1",
         "config": cfg.to_dict(),

@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from artifact.manifest import Preprocessing
 from models import ae, gan, losses, vae
+from training import distributed, objective
+from training import rows as rows_mod
 from training.config import TrainConfig
+from training.distributed import Context
+from training.progress import Progress
 
 
 def build_model(cfg: TrainConfig, n_features: int) -> nn.Module:
@@ -34,11 +37,7 @@ def build_model(cfg: TrainConfig, n_features: int) -> nn.Module:
 
 
 def pick_device(requested: str) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    return distributed.pick_device(requested)
 
 
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
@@ -63,39 +62,52 @@ class Fit:
     stopped_early: bool = False
 
 
-def fit(cfg: TrainConfig, x_train: np.ndarray, x_val: np.ndarray, progress: bool = True) -> Fit:
-    """Train on model-space rows (already preprocessed). Deterministic for a given seed."""
+def fit(
+    cfg: TrainConfig,
+    x_train: rows_mod.Source,
+    x_val: rows_mod.Source,
+    progress: bool = True,
+    ctx: Context | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Fit:
+    """Train on model-space rows (already preprocessed). Deterministic for a given seed, and the same
+    with N ranks (`ctx`, see training/distributed.py) as with one process; each rank runs this."""
+    ctx = ctx or Context(device=pick_device(cfg.device))
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    model = build_model(cfg, x_train.shape[1]).to(device)
-    xt = torch.from_numpy(x_train).to(device)
-    xv = torch.from_numpy(x_val).to(device)
-    gen = torch.Generator().manual_seed(cfg.seed)  # batch order and GAN noise
-    bar = tqdm(range(1, cfg.epochs + 1), desc=f"{cfg.kind} {cfg.name}", disable=not progress, unit="epoch")
+    model = build_model(cfg, x_train.shape[1]).to(device=ctx.device, dtype=dtype)
+    xt, xv = rows_mod.Feed(x_train, ctx.device, dtype), rows_mod.Feed(x_val, ctx.device, dtype)
+    gen = torch.Generator().manual_seed(cfg.seed)  # batch order and GAN noise, alike on every rank
+    n_batches = len(xt) // cfg.batch_size  # drop the ragged last batch: stable step sizes
+    bar = Progress(cfg, ctx, n_batches, enabled=progress)
     if cfg.kind == "gan":
-        return _fit_gan(cfg, model, xt, xv, gen, bar)
+        return _fit_gan(cfg, model, xt, xv, gen, bar, ctx, dtype)
 
+    cost = objective.RowCost(model, cfg)
+    net = ctx.wrap(cost)  # DDP: gradients averaged over the ranks
     opt = make_optimizer(cfg, model.parameters())
     result = Fit(model)
     best, best_state, waited = float("inf"), _copy_state(model), 0
-    for epoch in bar:
-        model.train()
-        sums: dict[str, float] = {}
-        order = torch.randperm(len(xt), generator=gen).to(device)
-        n_batches = len(xt) // cfg.batch_size  # drop the ragged last batch: stable step sizes
+    for epoch in range(1, cfg.epochs + 1):
+        cost.train()
+        sums = torch.zeros(len(cost.log_names), dtype=torch.float64, device=ctx.device)
+        order = torch.randperm(len(xt), generator=gen)  # the same permutation on every rank
         for b in range(n_batches):
-            xb = xt[order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
-            loss, terms = cost(model, cfg, xb)
+            xb = xt.rows(ctx.local(order[b * cfg.batch_size : (b + 1) * cfg.batch_size]))  # (B/N, F)
+            eps = None
+            if cfg.kind == "vae":  # ε for the global batch from the shared stream, this rank's rows
+                eps = ctx.local(torch.randn(cfg.batch_size, cfg.latent_dim, dtype=dtype)).to(ctx.device)
+            loss, logs = objective.trimmed_cost(net(xb, eps), cfg.trim, ctx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            for k, v in {"loss": loss, **terms}.items():
-                sums[k] = sums.get(k, 0.0) + v.item() / n_batches
-        val = _validation_cost(model, cfg, xv)
-        row = {"epoch": epoch, **{f"train_{k}": v for k, v in sums.items()}, **val}
+            sums += logs / n_batches
+            bar.step()
+        train = dict(zip(cost.log_names, ctx.sum(sums).tolist()))
+        val = objective.validation_cost(cost, cfg, xv, ctx)
+        row = {"epoch": epoch, **{f"train_{k}": v for k, v in train.items()}, **val}
         result.history.append(row)
-        bar.set_postfix({k.replace("train_", ""): f"{v:.4g}" for k, v in row.items() if k != "epoch"})
+        bar.epoch(row)
         if val["val_loss"] < best - 1e-6 * abs(best) or epoch == 1:
             best, best_state, waited, result.best_epoch = val["val_loss"], _copy_state(model), 0, epoch
         else:
@@ -103,6 +115,7 @@ def fit(cfg: TrainConfig, x_train: np.ndarray, x_val: np.ndarray, progress: bool
             if waited >= cfg.patience:
                 result.stopped_early = True
                 break
+    bar.close()
     model.load_state_dict(best_state)
     model.eval()
     return result
@@ -113,36 +126,52 @@ def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def noise_scale(cfg: TrainConfig, model: nn.Module, x_train: np.ndarray) -> np.ndarray | None:
+def noise_scale(
+    cfg: TrainConfig, model: nn.Module, x_train: rows_mod.Source, ctx: Context | None = None
+) -> np.ndarray | None:
     """σ (F,) of the Gaussian p(x|z) = N(x̂, diag σ²) in model space, where the score needs one:
     the vae's learned σ, or for the ae/rae joint score the RMS residual over all training rows (the
     maximum-likelihood σ of the fitted decoder; over the trimmed rows only, σ comes out smaller, the
-    latent term weighs less, and the scores are worse). None where nothing is to be folded."""
+    latent term weighs less, and the scores are worse). None where nothing is to be folded.
+    Computed on the model's device, in chunks; with N ranks every rank joins and gets the same σ."""
     n_features = x_train.shape[1]
     if cfg.kind == "vae" and cfg.noise != "unit":
-        return torch.exp(0.5 * model.logvar_x()).expand(n_features).double().numpy()
+        return torch.exp(0.5 * model.logvar_x()).expand(n_features).double().cpu().numpy()
     if cfg.kind in ("ae", "rae") and cfg.score == "joint":
-        xt = torch.from_numpy(x_train)
-        return np.full(n_features, math.sqrt(losses.mse(xt, model(xt)).mean().item() / n_features))
+        ctx = ctx or Context()
+        param = next(model.parameters())
+
+        def residual(x: np.ndarray) -> dict[str, torch.Tensor]:
+            xt = torch.from_numpy(x).to(param)  # (C, F) on the model's device
+            return {"sse": losses.mse(xt, model(xt)).double().sum().cpu()}
+
+        sse = rows_mod.reduce_chunks(x_train, ctx, residual)["sse"]
+        return np.full(n_features, math.sqrt(float(sse) / (len(x_train) * n_features)))
     return None
 
 
 @torch.no_grad()
 def fold_noise(
-    cfg: TrainConfig, result: Fit, prep: Preprocessing, x_train: np.ndarray, x_val: np.ndarray
-) -> tuple[Preprocessing, np.ndarray, np.ndarray]:
+    cfg: TrainConfig,
+    result: Fit,
+    prep: Preprocessing,
+    x_train: rows_mod.Source,
+    x_val: rows_mod.Source,
+    ctx: Context | None = None,
+):
     """Fold σ into the scaling, so that the exported graphs work in x' = x / σ, where p(x'|z) has
     unit variance and the scores need no σ: the scale becomes scale·σ, the encoder's first layer
     takes W·diag(σ), the decoder's last layer returns its output / σ. Same model, same z; the
     training-space checkpoint of the weights is not kept. Like the spectral-norm bake, it turns a
-    training-time parameter into plain weights. Returns the new scaling and model-space rows."""
-    sigma = noise_scale(cfg, result.model, x_train)
+    training-time parameter into plain weights. Returns the new scaling and model-space rows.
+    The weights are changed on the model's device (CPU or CUDA)."""
+    sigma = noise_scale(cfg, result.model, x_train, ctx)
     if sigma is None:
         return prep, x_train, x_val
     model = result.model
-    s = torch.from_numpy(sigma).float()  # (F,)
     first = model.encoder.net[0]
     last = model.decoder.net[-1]
+    s = torch.from_numpy(sigma).to(first.weight)  # (F,) on the model's device and dtype
     first.weight.mul_(s)  # (H, F) · diag(σ)
     last.weight.div_(s[:, None])  # diag(1/σ) · (F, H)
     last.bias.div_(s)
@@ -150,20 +179,14 @@ def fold_noise(
         model.set_unit_noise()
     prep = prep.model_copy(update={"scale": [float(a * b) for a, b in zip(prep.scale, sigma)]})
     inv = (1.0 / sigma).astype(np.float32)
-    return prep, x_train * inv, x_val * inv
+    return prep, _scaled(x_train, inv), _scaled(x_val, inv)
 
 
-@torch.no_grad()
-def _validation_cost(model: nn.Module, cfg: TrainConfig, xv: torch.Tensor) -> dict[str, float]:
-    """Validation cost; the vae's uses a fixed-seed draw so that early stopping is reproducible."""
-    model.eval()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed + 1)
-        loss, terms = cost(model, cfg, xv)
-    return {"val_loss": loss.item(), **{f"val_{k}": v.item() for k, v in terms.items()}}
+def _scaled(x: rows_mod.Source, factor: np.ndarray) -> rows_mod.Source:
+    return x.scaled(factor) if isinstance(x, rows_mod.MappedRows) else x * factor
 
 
-def _fit_gan(cfg: TrainConfig, model: nn.Module, xt, xv, gen: torch.Generator, bar) -> Fit:
+def _fit_gan(cfg: TrainConfig, model: nn.Module, xt, xv, gen: torch.Generator, bar, ctx: Context, dtype) -> Fit:
     # Adam with β1 = 0.5 is the DCGAN recipe: momentum 0.9 makes the two players oscillate.
     make = (
         (lambda p: torch.optim.Adam(p, lr=cfg.lr, betas=(0.5, 0.999), foreach=True))
@@ -171,23 +194,50 @@ def _fit_gan(cfg: TrainConfig, model: nn.Module, xt, xv, gen: torch.Generator, b
         else (lambda p: torch.optim.SGD(p, lr=cfg.lr))
     )
     opt_d, opt_g = make(model.discriminator.parameters()), make(model.generator.parameters())
+    players = _Players(ctx.wrap(model.generator), ctx.wrap(model.discriminator), model.latent_dim)  # DDP each
     result = Fit(model)
     n_batches = len(xt) // cfg.batch_size
-    for epoch in bar:
+    names = ["L_D", "L_G", "D(x)", "D(G(z))"]
+    for epoch in range(1, cfg.epochs + 1):
         model.train()
-        sums: dict[str, float] = {}
+        sums = torch.zeros(len(names), dtype=torch.float64)
         order = torch.randperm(len(xt), generator=gen)
         for b in range(n_batches):
-            xb = xt[order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
-            for k, v in gan.step(model, xb, opt_d, opt_g, gen).items():
-                sums[k] = sums.get(k, 0.0) + v / n_batches
-        with torch.no_grad():
-            model.eval()
-            logit, prob = model.discriminator(xv)
-            val_nlog_d = torch.nn.functional.softplus(-logit).mean().item()
-        row = {"epoch": epoch, **{f"train_{k}": v for k, v in sums.items()}, "val_-log D(x)": val_nlog_d}
+            xb = xt.rows(ctx.local(order[b * cfg.batch_size : (b + 1) * cfg.batch_size]))  # (B/N, F)
+            z = torch.randn(cfg.batch_size, cfg.latent_dim, generator=gen, dtype=dtype)  # (B, L): global draw
+            logs = gan.step(players, xb, opt_d, opt_g, z=ctx.local(z).to(ctx.device))
+            sums += torch.tensor([logs[k] for k in names], dtype=torch.float64) / (n_batches * ctx.world_size)
+            bar.step()
+        train = dict(zip(names, ctx.sum(sums.to(ctx.device)).tolist()))  # means over all ranks' rows
+        row = {
+            "epoch": epoch,
+            **{f"train_{k}": v for k, v in train.items()},
+            "val_-log D(x)": _gan_validation(model, xv, ctx),
+        }
         result.history.append(row)
-        bar.set_postfix({k.replace("train_", ""): f"{v:.3g}" for k, v in row.items() if k != "epoch"})
+        bar.epoch(row)
+    bar.close()
     result.best_epoch = cfg.epochs
     model.eval()
     return result
+
+
+@dataclass
+class _Players:
+    """What gan.step calls: G and D, each wrapped in DDP when distributed."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    latent_dim: int
+
+
+@torch.no_grad()
+def _gan_validation(model: nn.Module, xv, ctx: Context, chunk: int = 16384) -> float:
+    """Mean −log D(x) over all validation rows (each rank its shard); the same on every rank."""
+    model.eval()
+    start, stop = ctx.shard(len(xv))
+    parts = [torch.zeros(0, dtype=torch.float64, device=ctx.device)]
+    for a in range(start, stop, chunk):
+        logit, _ = model.discriminator(xv.take(a, min(stop, a + chunk)))
+        parts.append(torch.nn.functional.softplus(-logit).reshape(-1).double())
+    return ctx.agree(ctx.gather_rows(torch.cat(parts)).mean().item())

@@ -1,0 +1,65 @@
+"""The pieces of distributed training that need no second process: the trimmed cost's cut, the
+rank's share of rows, and the refusal of an uneven global batch before any process group exists."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import ae
+from training import objective
+from training.config import ConfigError, TrainConfig
+from training.distributed import Context
+from training.train import build_model
+
+
+@pytest.mark.parametrize("trim", [0.0, 0.1, 0.3])
+@pytest.mark.parametrize("kind", ["ae", "rae"])
+def test_trimmed_cost_with_one_rank_is_the_models_objective(kind, trim):
+    cfg = TrainConfig(kind=kind, name="x", lam=1e-3, trim=trim).resolve(16, False, 1000)
+    torch.manual_seed(0)
+    model = build_model(cfg, 16)
+    x = torch.randn(50, 16)
+    loss, logs = objective.trimmed_cost(objective.RowCost(model, cfg)(x), trim, Context())
+    expected, terms = ae.objective(
+        model, x, "mse", "l2" if kind == "rae" else None, cfg.lam if kind == "rae" else 0.0, trim
+    )
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert logs[1].item() == pytest.approx(terms["reconstruction"].item(), rel=1e-6)
+
+
+def test_keep_mask_breaks_ties_by_the_lower_row():
+    mask, kept = Context().keep_mask(torch.tensor([1.0, 1.0, 1.0, 0.0]), trim=0.5)
+    assert kept == 2
+    assert mask.tolist() == [True, False, False, True]
+
+
+def test_keep_mask_keeps_everything_without_trim():
+    mask, kept = Context().keep_mask(torch.tensor([3.0, 1.0, 2.0]), trim=0.0)
+    assert kept == 3 and mask.all()
+
+
+def test_local_takes_the_ranks_contiguous_slice():
+    ctx = Context(world_size=4, rank=2)
+    assert ctx.local(torch.arange(8)).tolist() == [4, 5]
+    assert ctx.local_batch(64) == 16
+    assert [Context(world_size=3, rank=r).shard(10) for r in range(3)] == [(0, 3), (3, 7), (7, 10)]
+
+
+def test_uneven_global_batch_is_refused_before_joining(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ConfigError, match="--batch-size 66 is the global batch .* multiple of 4, such as 64"):
+        Context.from_env("cpu", 66)
+
+
+def test_without_torchrun_there_is_one_process(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    ctx = Context.from_env("cpu", 63)
+    assert (ctx.world_size, ctx.rank, ctx.is_main, ctx.distributed) == (1, 0, True, False)
+
+
+def test_bad_world_size_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ConfigError, match="WORLD_SIZE must be an integer"):
+        Context.from_env("cpu", 64)
