@@ -34,10 +34,11 @@ def training_stats(cfg: TrainConfig, model: nn.Module, x_train: rows_mod.Source,
     param = next(model.parameters())
     encode = cfg.kind in ("ae", "rae")
     latent_dim = int(cfg.latent_dim or 0)
-    encoder = cast(nn.Module, model.encoder)
+    encoder = cast(nn.Module, model.encoder) if encode else None
     model.eval()
 
     def latents(x: np.ndarray) -> torch.Tensor:
+        assert encoder is not None
         return encoder(torch.from_numpy(x).to(param)).double().cpu()  # (C, L)
 
     n_features = x_train.shape[1]
