@@ -42,8 +42,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+@pytest.fixture(scope="session", autouse=True)
+def chromium() -> str:
+    """First of all (before any model is trained): is the browser there?"""
     if not Path(CHROMIUM).exists():
         if os.environ.get(OPT_OUT) == "skip":
             pytest.skip(f"chromium not found at {CHROMIUM} and {OPT_OUT}=skip")
@@ -52,7 +53,12 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
             f"LATENTSERVE_CHROMIUM to its path; {OPT_OUT}=skip skips them). Never `playwright install`.",
             pytrace=False,
         )
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": ["--no-sandbox"]}
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict, chromium: str) -> dict:
+    return {**browser_type_launch_args, "executable_path": chromium, "args": ["--no-sandbox"]}
 
 
 def _wait_settled(server: LiveServer) -> None:
