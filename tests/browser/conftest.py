@@ -85,7 +85,28 @@ def ui_repository(models_dir: Path, copy_model, tamper, tmp_path_factory: pytest
         copy_model(f"digits-{kind}", root)
     broken = copy_model("digits-rae", root, as_name="digits-broken")
     tamper(broken / "decoder.onnx")
+    _train_tabular(root, tmp_path_factory.mktemp("ui_tabular"))
     return root
+
+
+TABULAR_FEATURES = ["temp", "pressure", "flow", "speed", "load"]
+
+
+def tabular_rows(n: int, seed: int = 0) -> np.ndarray:
+    """Five correlated sensor readings: what the `sensors` rae is trained on."""
+    x = np.random.default_rng(seed).normal(size=(n, 5))
+    x[:, 1] = 2 * x[:, 0] + 0.1 * x[:, 1]
+    return x
+
+
+def _train_tabular(root: Path, work: Path) -> None:
+    """`sensors`: a small tabular rae with feature names (a CSV header), 2 epochs."""
+    from training.cli import main as train_main
+
+    data = work / "sensors.csv"
+    np.savetxt(data, tabular_rows(400), delimiter=",", header=",".join(TABULAR_FEATURES), comments="", fmt="%.4f")
+    argv = ["train", "rae", "--data", str(data), "--name", "sensors", "--models", str(root), "--epochs", "2"]
+    assert train_main([*argv, "--seed", "0", "--runs", str(work / "runs"), "--quiet"]) == 0
 
 
 @pytest.fixture(scope="session")
