@@ -42,8 +42,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+@pytest.fixture(scope="session", autouse=True)
+def chromium() -> str:
+    """First of all (before any model is trained): is the browser there?"""
     if not Path(CHROMIUM).exists():
         if os.environ.get(OPT_OUT) == "skip":
             pytest.skip(f"chromium not found at {CHROMIUM} and {OPT_OUT}=skip")
@@ -52,7 +53,12 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
             f"LATENTSERVE_CHROMIUM to its path; {OPT_OUT}=skip skips them). Never `playwright install`.",
             pytrace=False,
         )
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": ["--no-sandbox"]}
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict, chromium: str) -> dict:
+    return {**browser_type_launch_args, "executable_path": chromium, "args": ["--no-sandbox"]}
 
 
 def _wait_settled(server: LiveServer) -> None:
@@ -79,7 +85,28 @@ def ui_repository(models_dir: Path, copy_model, tamper, tmp_path_factory: pytest
         copy_model(f"digits-{kind}", root)
     broken = copy_model("digits-rae", root, as_name="digits-broken")
     tamper(broken / "decoder.onnx")
+    _train_tabular(root, tmp_path_factory.mktemp("ui_tabular"))
     return root
+
+
+TABULAR_FEATURES = ["temp", "pressure", "flow", "speed", "load"]
+
+
+def tabular_rows(n: int, seed: int = 0) -> np.ndarray:
+    """Five correlated sensor readings: what the `sensors` rae is trained on."""
+    x = np.random.default_rng(seed).normal(size=(n, 5))
+    x[:, 1] = 2 * x[:, 0] + 0.1 * x[:, 1]
+    return x
+
+
+def _train_tabular(root: Path, work: Path) -> None:
+    """`sensors`: a small tabular rae with feature names (a CSV header), 2 epochs."""
+    from training.cli import main as train_main
+
+    data = work / "sensors.csv"
+    np.savetxt(data, tabular_rows(400), delimiter=",", header=",".join(TABULAR_FEATURES), comments="", fmt="%.4f")
+    argv = ["train", "rae", "--data", str(data), "--name", "sensors", "--models", str(root), "--epochs", "2"]
+    assert train_main([*argv, "--seed", "0", "--runs", str(work / "runs"), "--quiet"]) == 0
 
 
 @pytest.fixture(scope="session")

@@ -98,3 +98,4 @@ def test_ui_service_error_is_shown_verbatim(page: Page, guard: Guard, server) ->
     page.get_by_role("button", name="Draw").click()
     expect(page.locator("#view .error")).to_have_text(f"422 {expected.json()['error']}")
     expect(page.locator("#samples canvas")).to_have_count(0)
+    assert "null" not in page.locator("#view .messages").first.inner_text()

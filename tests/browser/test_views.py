@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import Guard
+from tests.browser.conftest import TABULAR_FEATURES, Guard, tabular_rows
 
 VIEWS = {
     "models": "Models",
@@ -32,7 +32,7 @@ def test_ui_every_view_loads_without_console_errors(page: Page, guard: Guard, wi
 
 def test_ui_models_lists_states_and_refusals(page: Page, guard: Guard, server) -> None:
     page.goto("/ui/")
-    for name in ("digits-ae", "digits-rae", "digits-vae", "digits-gan", "digits-broken"):
+    for name in ("digits-ae", "digits-rae", "digits-vae", "digits-gan", "digits-broken", "sensors"):
         expect(page.locator("article h3", has_text=name)).to_be_visible()
     broken = page.locator("article", has_text="digits-broken")
     expect(broken.locator(".state")).to_have_text("failed")
@@ -44,7 +44,7 @@ def test_ui_models_lists_states_and_refusals(page: Page, guard: Guard, server) -
     expect(ae).to_contain_text("10 % flagged on held-out rows")
     # The refused version is not offered in the picker.
     options = page.locator("#model option").all_inner_texts()
-    assert len(options) == 4 and not any("broken" in o for o in options)
+    assert len(options) == 5 and not any("broken" in o for o in options)
 
 
 def grid(page: Page) -> list[str]:
@@ -109,3 +109,26 @@ def test_ui_latent_pca_scatter_of_a_file(page: Page, guard: Guard, digits: np.nd
     # 250 rows under a 200-row limit: two /encode and two /anomaly-score requests.
     assert sum(u.endswith("/encode") for u in guard.posts) == 2
     assert sum(u.endswith("/anomaly-score") for u in guard.posts) == 2
+
+
+def test_ui_tabular_model_tables_bars_and_feature_names(page: Page, guard: Guard, csv_file) -> None:
+    x = tabular_rows(60, seed=1)
+    x[[5, 40]] = [[10, -20, 8, -8, 8], [-9, 18, 8, 8, -8]]  # far out, and pressure no longer follows temp
+    path = csv_file(x)
+    page.goto("/ui/#score?model=sensors@1")
+    page.locator("#view input[type=file]").set_input_files(path)
+    expect(page.locator("#flagged")).to_contain_text("of 60 rows flagged")
+    top = page.locator(".top tbody tr")
+    assert {int(top.nth(i).locator("td").first.inner_text()) for i in range(2)} == {5, 40}
+    assert any(name in top.first.inner_text() for name in TABULAR_FEATURES)  # contributions by feature name
+    page.goto("/ui/#sample?model=sensors@1&n=6&seed=2")
+    expect(page.locator("#samples tbody tr")).to_have_count(6)
+    expect(page.locator("#samples thead th")).to_have_text(["#", *TABULAR_FEATURES])
+    page.goto("/ui/#reconstruct?model=sensors@1")
+    page.locator("#view input[type=file]").set_input_files(path)
+    expect(page.locator("figure.bars canvas")).to_have_count(8)
+    page.goto("/ui/#latent?model=sensors@1")
+    page.locator("#view input[type=file]").set_input_files(path)
+    page.get_by_label("Steps").fill("4")
+    page.get_by_role("button", name="Interpolate").click()
+    expect(page.locator("#frames tr.frame")).to_have_count(4)

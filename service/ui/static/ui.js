@@ -42,7 +42,7 @@ export const ui = {
 // A message area: show(node) replaces what it holds.
 export function messages() {
   const node = h("div", { class: "messages" });
-  return { node, show: (...items) => node.replaceChildren(...items), clear: () => node.replaceChildren() };
+  return { node, show: (...items) => node.replaceChildren(...items.filter((i) => i)), clear: () => node.replaceChildren() };
 }
 
 // A drop zone around a file input (which keeps keyboard and screen-reader use): calls onData(parsed).

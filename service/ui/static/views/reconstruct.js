@@ -87,7 +87,7 @@ function show(root, model, idx, inputs, outputs) {
   const names = featureNames(model);
   root.replaceChildren(
     h("p", { class: "muted" }, "Grey: the original values; blue: the reconstruction."),
-    idx.map((i, k) => {
+    ...idx.map((i, k) => {
       const canvas = h("canvas", { width: 720, height: 160, class: "chart", role: "img", "aria-label": `row ${i}: original and reconstruction per feature` });
       bars(canvas, inputs[k], outputs[k], names);
       return h("figure", { class: "bars" }, canvas, h("figcaption", {}, `row ${i} · MSE ${fmt(mse(inputs[k], outputs[k]))}`));
