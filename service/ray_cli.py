@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 OBJECT_STORE_BYTES = 128 << 20  # requests and answers travel over HTTP, not the object store
 MISSING = "latentserve serve --engine ray needs Ray Serve: pip install 'latentserve[ray]'"
+IMPORT_PATH = "service.ray_serve:build_app"
 NOT_FORWARDED = {"models", "host", "port", "api_key"}  # replicas read the key from LATENTSERVE_API_KEY
 
 
@@ -40,20 +41,44 @@ def replica_args(settings: Settings, replicas: int | None, cpus: float) -> dict[
     return args
 
 
+def application(name: str, route_prefix: str, args: dict[str, Any], user_config: Any = None) -> dict[str, Any]:
+    """One application of a serve config, as `serve deploy` takes it (user_config: a per-deployment override)."""
+    app: dict[str, Any] = {"name": name, "route_prefix": route_prefix, "import_path": IMPORT_PATH, "args": args}
+    if user_config is not None:
+        app["deployments"] = [{"name": "latentserve", "user_config": user_config}]
+    return app
+
+
+def deploy(applications: list[dict[str, Any]], host: str, port: int, blocking: bool = True) -> None:
+    """Apply a serve config, declaratively, as `serve deploy` does (without the dashboard it would need).
+
+    Declarative matters: Ray versions a config's code by its import path and args, so a config that
+    changes only the deployment's user_config reconfigures the running replicas in place (a new args
+    `generation`, or `serve.run`, would replace them, one by one).
+    The applications listed are the cluster's whole set: the others are deleted.
+    """
+    from ray import serve
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.parse_obj({"http_options": {"host": host, "port": port}, "applications": applications})
+    serve.context._get_global_client().deploy_apps(schema, _blocking=blocking)
+
+
 def serve_on_ray(settings: Settings, replicas: int | None, address: str | None) -> int:
     try:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         import ray
         from ray import serve
 
+        import service.ray_serve  # noqa: F401  # the replicas' module: fail here, with the message, if Ray is missing
         from service.ray_config import parse_args
-        from service.ray_serve import deployment
     except ImportError:
         print(MISSING, file=sys.stderr)
         return 2
     cpus = float(os.cpu_count() or 1)
+    raw = replica_args(settings, replicas, cpus)
     try:
-        args = parse_args(replica_args(settings, replicas, cpus))
+        args = parse_args(raw)
     except ValueError as e:
         print(f"latentserve serve: {e}", file=sys.stderr)
         return 2
@@ -75,7 +100,7 @@ def serve_on_ray(settings: Settings, replicas: int | None, address: str | None) 
     signal.signal(signal.SIGHUP, lambda *_: (reload.set(), stop.set()))
     try:
         serve.start(http_options={"host": settings.host, "port": settings.port})
-        serve.run(deployment(args), name="latentserve", route_prefix="/")
+        deploy([application("latentserve", "/", raw)], settings.host, settings.port)
         mode = f"{replicas} replicas" if replicas else f"1-{args.max_replicas} replicas (autoscaling)"
         print(f"latentserve: serving {settings.models} on http://{settings.host}:{settings.port} with {mode} (Ray)")
         sys.stdout.flush()
@@ -88,8 +113,8 @@ def serve_on_ray(settings: Settings, replicas: int | None, address: str | None) 
             reload.clear()
             generation += 1
             log.info("SIGHUP: reloading the model repository (generation %d)", generation)
-            args = args.model_copy(update={"generation": generation})
-            serve.run(deployment(args), name="latentserve", route_prefix="/")
+            # user_config, not args: args are part of Ray's code version, and a new one restarts replicas
+            deploy([application("latentserve", "/", raw, {"generation": generation})], settings.host, settings.port)
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -11,7 +11,8 @@ ones it holds). Ray's own `@serve.batch` is not used.
   models are warm; its initial health check, and one every HEALTH_CHECK_PERIOD_S, raises while
   the replica cannot serve everything it should (models folder missing on this node, a version
   refused at start), so Ray keeps traffic off it and replaces it.
-- A new `generation` in the user_config (the `generation` arg) makes every replica reload the
+- A new `generation` in the deployment's user_config (a serve config's
+  `deployments: [{name: latentserve, user_config: {generation: N}}]`) makes every replica reload the
   repository in place (`ModelRepository.reload`: load aside, then swap), without a restart.
   A user_config that a running replica cannot take is logged with its reason and ignored:
   the replica keeps serving its models (Ray would otherwise replace the replica, and a new one
