@@ -71,6 +71,7 @@ def test_cli_train_refuses_constant_column(tmp_path, capsys):
 
 def test_cli_train_refuses_fewer_rows_than_a_batch(tmp_path, capsys):
     np.save(tmp_path / "small.npy", np.random.default_rng(0).normal(size=(40, 4)))
+    # the default batch size fits small tables (half the training rows); an explicit one is kept
     code = _train(tmp_path, "ae", "--data", str(tmp_path / "small.npy"), "--name", "x", "--batch-size", "64")
     _assert_refused(tmp_path, capsys, code, "fewer than one batch of 64")
 
