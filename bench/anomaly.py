@@ -95,7 +95,7 @@ def score_ours(
 
 def served_scores(artifact: Path, x: np.ndarray, runtime: str = "onnx") -> np.ndarray:
     """The service's scores for raw rows: its runtime loads (and verifies) the artifact and scores
-    by the method its manifest names (service.scoring.anomaly_scores, as the calibration was)."""
+    by the method its manifest names (artifact.scores.anomaly_scores, as the calibration was)."""
     from artifact.graphs import Backend
     from artifact.predictor import Predictor
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from training.manifest import Manifest
 
+from artifact.manifest import Manifest
 from training import pipeline
 from training.config import TrainConfig
 

@@ -24,9 +24,9 @@ import httpx
 import numpy as np
 import pytest
 
+from artifact.manifest import Manifest
 from service.ray_config import parse_args
 from tests.live_server import LiveServer, free_port
-from training.manifest import Manifest
 
 KINDS = ("ae", "rae", "vae", "gan")
 LIMITS = {"max_rows": 50, "max_body_bytes": 65536}  # small, so that both servers' limits are cheap to hit
