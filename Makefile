@@ -8,7 +8,7 @@ PORT ?= 8000
 # The project's own requirement stays a range (pyproject.toml). Override TORCH for a CUDA machine.
 TORCH ?= torch==2.13.0
 
-.PHONY: install run train-defaults serve test lint format clean
+.PHONY: install run train-defaults serve test test-slow chromium lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,16 @@ train-defaults: install  ## train the four default models on digits if the repos
 run: train-defaults  ## train the defaults if needed, then serve on port $(PORT)
 	$(PY) -m service serve --models $(MODELS) --host 0.0.0.0 --port $(PORT)
 
-test: install
-	$(PY) -m pytest -q
+chromium:  ## the browser tests drive Debian's chromium (never `playwright install`): installed when missing, as root
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ; } \
+	  || echo "*** chromium is missing: the browser tests (tests/browser) will FAIL; apt-get install -y chromium ***"
+
+test: install chromium  ## the suite without the slow markers (browser tests included)
+	$(PY) -m pytest -q -m "not ray and not distributed"
+
+test-slow: install  ## the real local Ray cluster and the multi-process torchrun tests (CI runs them too)
+	$(PY) -m pytest -q -m "ray or distributed"
 
 lint: install  ## ruff (lint and format) and mypy (artifact/, service/, models/, latentserve/): what CI runs
 	$(VENV)/bin/ruff check .
