@@ -3,6 +3,8 @@ in-memory path trains, and refuse bad files with the in-memory reader's messages
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -83,9 +85,11 @@ def test_streamed_csv_refuses_what_the_in_memory_reader_refuses(monkeypatch, tmp
     path = tmp_path / filename
     path.write_text(text)
     monkeypatch.setenv("LATENTSERVE_MAP_BYTES", "0")
-    with pytest.raises(DataError, match=None) as err:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # the CSV cache's folder
+    with pytest.raises(DataError) as err:
         sources.load(str(path))
     assert needle in str(err.value)
+    assert list((tmp_path / "tmp").rglob("*")) in ([], [tmp_path / "tmp" / "latentserve-csv"])  # no leftovers
 
 
 def test_mapped_npy_reports_the_first_nan_like_the_in_memory_reader(monkeypatch, tmp_path, table):

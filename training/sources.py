@@ -62,8 +62,13 @@ def load(
     try:
         if suffix == ".npy":
             return _checked(Dataset(_map_npy(path), str(path)), ctx)
-        raw, header = _map_csv(path, ctx)
-        return _checked(Dataset(raw, str(path), feature_names=header), ctx)
+        raw, header, cache = _map_csv(path, ctx)
+        try:
+            return _checked(Dataset(raw, str(path), feature_names=header), ctx)
+        except DataError:
+            if ctx.local_rank == 0:  # refused: the cache goes now, not at exit
+                _remove(cache)
+            raise
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read {source}: {e}") from e
 
@@ -98,7 +103,7 @@ def _map_npy(path: Path) -> np.ndarray:
 # ---- CSV, streamed ------------------------------------------------------------------------------
 
 
-def _map_csv(path: Path, ctx: Context) -> tuple[np.ndarray, list[str] | None]:
+def _map_csv(path: Path, ctx: Context) -> tuple[np.ndarray, list[str] | None, Path]:
     stat = path.stat()
     key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     cache = Path(tempfile.gettempdir()) / "latentserve-csv" / f"{path.stem}-{key}.f32"
@@ -118,7 +123,7 @@ def _map_csv(path: Path, ctx: Context) -> tuple[np.ndarray, list[str] | None]:
     header = header_file.read_text(encoding="utf-8").split("\n") if header_file.exists() else None
     width = int(cache.with_suffix(".width").read_text())
     rows = cache.stat().st_size // (4 * width)
-    return np.memmap(cache, dtype=np.float32, mode="r", shape=(rows, width)), header
+    return np.memmap(cache, dtype=np.float32, mode="r", shape=(rows, width)), header, cache
 
 
 def _remove(cache: Path) -> None:
@@ -131,9 +136,25 @@ def _stream_csv(path: Path, cache: Path) -> None:
     messages as training.data's in-memory reader; a bad cell is the first in file order)."""
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".tmp-{os.getpid()}")
+    try:
+        header, width, n = _write_rows(path, tmp)
+        if not width:
+            raise DataError(f"{path} is empty: expected rows of numbers")
+        if n == 0:
+            raise DataError(f"{path} has a header but no data rows")
+        if header:
+            cache.with_suffix(".header").write_text("\n".join(header), encoding="utf-8")
+        cache.with_suffix(".width").write_text(str(width))
+        os.replace(tmp, cache)
+    finally:  # a refused or broken file leaves nothing behind
+        tmp.unlink(missing_ok=True)
+
+
+def _write_rows(path: Path, sink_path: Path) -> tuple[list[str] | None, int, int]:
+    """(header, width, data rows) after writing the rows as float32 to `sink_path`."""
     header: list[str] | None = None
     width, n = 0, 0
-    with open(path, newline="", encoding="utf-8-sig") as f, open(tmp, "wb") as sink:
+    with open(path, newline="", encoding="utf-8-sig") as f, open(sink_path, "wb") as sink:
         sample = f.read(65536)
         f.seek(0)
         try:  # comma, semicolon or tab, as training.data sniffs it
@@ -158,17 +179,7 @@ def _stream_csv(path: Path, cache: Path) -> None:
                 chunk = []
         if chunk:
             sink.write(_parse(chunk, n - len(chunk), path, header).tobytes())
-    try:
-        if not width:
-            raise DataError(f"{path} is empty: expected rows of numbers")
-        if n == 0:
-            raise DataError(f"{path} has a header but no data rows")
-        if header:
-            cache.with_suffix(".header").write_text("\n".join(header), encoding="utf-8")
-        cache.with_suffix(".width").write_text(str(width))
-        os.replace(tmp, cache)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return header, width, n
 
 
 def _parse(rows: list[list[str]], first: int, path: Path, header: list[str] | None) -> np.ndarray:
