@@ -30,8 +30,9 @@ chromium:  ## the browser tests drive Debian's chromium (never `playwright insta
 	  && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ; } \
 	  || echo "*** chromium is missing: the browser tests (tests/browser) will FAIL; apt-get install -y chromium ***"
 
-test: install chromium  ## the suite without the slow markers (browser tests included)
-	$(PY) -m pytest -q -m "not ray and not distributed"
+test: install chromium  ## the suite without the slow markers, then the browser tests in their own process
+	$(PY) -m pytest -q -m "not ray and not distributed and not browser"
+	$(PY) -m pytest -q -m browser  # playwright's sync API keeps an event loop running: apart from the async tests
 
 test-slow: install  ## the real local Ray cluster and the multi-process torchrun tests (CI runs them too)
 	$(PY) -m pytest -q -m "ray or distributed"

@@ -169,4 +169,5 @@ def test_columns_on_a_numpy_table_by_position(tmp_path):
 def test_a_table_under_two_batches_trains_with_a_smaller_default_batch(tmp_path):
     np.save(tmp_path / "tiny.npy", np.random.default_rng(2).normal(size=(80, 6)).astype(np.float32))
     assert _train(tmp_path, "vae", "--data", str(tmp_path / "tiny.npy"), "--epochs", "2", "--name", "t") == 0
-    assert _manifest(tmp_path, "t")["training"]["batch_size"] == 32  # 64 training rows: half of them
+    # 80 rows: 12 calibration, 14 validation, 54 training rows: half of them
+    assert _manifest(tmp_path, "t")["training"]["batch_size"] == 27

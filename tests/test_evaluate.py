@@ -104,6 +104,7 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.browser  # a sync playwright: run with the browser tests, apart from the async ones
 def test_evaluate_html_opens_in_a_headless_browser_without_a_request(ae_report) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="the browser check needs playwright")
     out, _ = ae_report

@@ -61,7 +61,8 @@ def test_mapped_npy_runs_end_to_end(monkeypatch, tmp_path, table):
                       models=str(tmp_path / "models"), runs=str(tmp_path / "runs"))  # fmt: skip
     result = pipeline.run(cfg, progress=False)
     assert (result.artifact / "manifest.json").is_file()
-    assert result.metrics["train_rows"] == 720 and result.metrics["val_rows"] == 180
+    # 900 rows: 135 calibration, then 612 training and 153 validation rows
+    assert result.metrics["train_rows"] == 612 and result.metrics["val_rows"] == 153
     assert result.metrics["val_reconstruction_mse"] < result.metrics["mean_predictor_mse"] * 2
 
 
