@@ -61,7 +61,10 @@ def deploy(applications: list[dict[str, Any]], host: str, port: int, blocking: b
     from ray.serve.schema import ServeDeploySchema
 
     schema = ServeDeploySchema.parse_obj({"http_options": {"host": host, "port": port}, "applications": applications})
-    serve.context._get_global_client().deploy_apps(schema, _blocking=blocking)
+    client = serve.context._get_global_client()
+    if client is None:
+        raise RuntimeError("Ray Serve is not running on this cluster: call serve.start() first")
+    client.deploy_apps(schema, _blocking=blocking)
 
 
 def serve_on_ray(settings: Settings, replicas: int | None, address: str | None) -> int:
@@ -97,7 +100,12 @@ def serve_on_ray(settings: Settings, replicas: int | None, address: str | None) 
     stop, reload = threading.Event(), threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: (reload.set(), stop.set()))
+
+    def on_hup(*_: object) -> None:
+        reload.set()
+        stop.set()
+
+    signal.signal(signal.SIGHUP, on_hup)
     try:
         serve.start(http_options={"host": settings.host, "port": settings.port})
         deploy([application("latentserve", "/", raw)], settings.host, settings.port)
