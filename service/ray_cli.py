@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -85,14 +86,16 @@ def serve_on_ray(settings: Settings, replicas: int | None, address: str | None) 
     except ValueError as e:
         print(f"latentserve serve: {e}", file=sys.stderr)
         return 2
+    temp = None
     if address is None:
+        temp = tempfile.mkdtemp(prefix="latentserve-ray-")  # Ray's logs and sockets; removed at exit
         ray.init(
             address="local",
             num_cpus=int(cpus),
             include_dashboard=False,
             object_store_memory=OBJECT_STORE_BYTES,
             _node_ip_address="127.0.0.1" if settings.host in ("127.0.0.1", "localhost") else None,
-            _temp_dir=tempfile.mkdtemp(prefix="latentserve-ray-"),
+            _temp_dir=temp,
             log_to_driver=False,
         )
     else:
@@ -126,4 +129,6 @@ def serve_on_ray(settings: Settings, replicas: int | None, address: str | None) 
     finally:
         serve.shutdown()
         ray.shutdown()
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
     return 0

@@ -23,6 +23,9 @@ def test_ray_cli_serves_reloads_on_sighup_and_stops_on_sigterm(copy_model, tmp_p
     try:
         ready = server.wait()  # through Ray's proxy, on the port given
         assert ready.json()["models"] == {"digits-ae": [1]}
+        deadline = time.monotonic() + 30  # the proxy may answer before the command prints its line
+        while "with 1 replicas (Ray)" not in server.output() and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert "with 1 replicas (Ray)" in server.output()
         r = server.client.post("/encode", json={"model": "digits-ae", "inputs": [[1.0] * 64]})
         assert r.status_code == 200 and r.json()["version"] == 1
