@@ -71,7 +71,9 @@ def tree_rss_mib(pid: int) -> float:
 def wrk(url: str, rows: int, duration: float, workdir: Path) -> float:
     body = orjson.dumps({"model": "digits-ae", "inputs": [[8.0] * 64] * rows}).decode()
     script = workdir / f"post{rows}.lua"
-    script.write_text(f'wrk.method = "POST"\nwrk.body = [[{body}]]\nwrk.headers["Content-Type"] = "application/json"\n')
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.body = [=[{body}]=]\nwrk.headers["Content-Type"] = "application/json"\n'
+    )
     out = subprocess.run(
         ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration:g}s", "-s", str(script), f"{url}/encode"],
         capture_output=True,

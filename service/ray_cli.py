@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -61,7 +62,10 @@ def deploy(applications: list[dict[str, Any]], host: str, port: int, blocking: b
     from ray.serve.schema import ServeDeploySchema
 
     schema = ServeDeploySchema.parse_obj({"http_options": {"host": host, "port": port}, "applications": applications})
-    serve.context._get_global_client().deploy_apps(schema, _blocking=blocking)
+    client = serve.context._get_global_client()
+    if client is None:
+        raise RuntimeError("Ray Serve is not running on this cluster: call serve.start() first")
+    client.deploy_apps(schema, _blocking=blocking)
 
 
 def serve_on_ray(settings: Settings, replicas: int | None, address: str | None) -> int:
@@ -82,14 +86,16 @@ def serve_on_ray(settings: Settings, replicas: int | None, address: str | None) 
     except ValueError as e:
         print(f"latentserve serve: {e}", file=sys.stderr)
         return 2
+    temp = None
     if address is None:
+        temp = tempfile.mkdtemp(prefix="latentserve-ray-")  # Ray's logs and sockets; removed at exit
         ray.init(
             address="local",
             num_cpus=int(cpus),
             include_dashboard=False,
             object_store_memory=OBJECT_STORE_BYTES,
             _node_ip_address="127.0.0.1" if settings.host in ("127.0.0.1", "localhost") else None,
-            _temp_dir=tempfile.mkdtemp(prefix="latentserve-ray-"),
+            _temp_dir=temp,
             log_to_driver=False,
         )
     else:
@@ -97,7 +103,12 @@ def serve_on_ray(settings: Settings, replicas: int | None, address: str | None) 
     stop, reload = threading.Event(), threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: (reload.set(), stop.set()))
+
+    def on_hup(*_: object) -> None:
+        reload.set()
+        stop.set()
+
+    signal.signal(signal.SIGHUP, on_hup)
     try:
         serve.start(http_options={"host": settings.host, "port": settings.port})
         deploy([application("latentserve", "/", raw)], settings.host, settings.port)
@@ -118,4 +129,6 @@ def serve_on_ray(settings: Settings, replicas: int | None, address: str | None) 
     finally:
         serve.shutdown()
         ray.shutdown()
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
     return 0

@@ -171,7 +171,7 @@ def deployment(args: RayArgs, user_config: dict[str, Any] | None = None) -> Appl
         options["num_replicas"] = args.replicas
     else:
         options["autoscaling_config"] = autoscaling
-    return serve.deployment(LatentServe).options(**options).bind(args.settings_overrides())
+    return serve.deployment(**options)(LatentServe).bind(args.settings_overrides())
 
 
 def build_app(args: dict[str, Any]) -> Application:
