@@ -264,6 +264,10 @@ def test_deploy_kserve_runtime_matches_settings_and_protocol(tmp_path: Path, mon
     ready = container["readinessProbe"]["httpGet"]
     oip = yaml.safe_load((SCHEMAS / "open_inference_rest.yaml").read_text())
     assert ready["path"] == "/v2/health/ready" and ready["path"] in oip["paths"]
+    from service import oip as oip_routes  # the service really has the route the probe asks, and exempts it
+
+    assert ready["path"] in {getattr(r, "path", None) for r in oip_routes.router.routes}
+    assert ready["path"] in PROBES
     assert container_port(container, ready["port"]) == settings.port
     live = container["livenessProbe"]["httpGet"]
     assert live["path"] in PROBES and live["path"] in get_routes()
