@@ -130,8 +130,8 @@ class TrainConfig:
         epochs = self.epochs
         if epochs is None:
             batches = max(1, (n_train or batch_size) // batch_size)
-            steps = STEP_BUDGET[self.kind]
-            # extra epoch_cap / min_steps: experiment knobs (bench/anomaly.py --set); epoch_cap 0: no cap
+            steps = int(self.extra.get("steps", STEP_BUDGET[self.kind]))
+            # extra steps / epoch_cap / min_steps: experiment knobs (bench/anomaly.py --set); epoch_cap 0: no cap
             epoch_cap = self.extra.get("epoch_cap", EPOCH_CAP.get(self.kind))
             if epoch_cap:
                 steps = min(steps, max(int(self.extra.get("min_steps", MIN_STEPS)), int(epoch_cap) * batches))
