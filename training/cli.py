@@ -73,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("threads", int, "torch CPU threads"),
         ("latent-dim", int, "latent size (default: from the feature count)"),
         ("activation", str, "relu, tanh, leaky_relu, elu or gelu"),
-        ("scaling", str, "auto, standard, robust, minmax or none"),
+        (
+            "scaling",
+            str,
+            "auto (robust for the vae on tables, standard else; pixel range for images), standard, robust, minmax or none",
+        ),
         ("reconstruction", str, "ae/rae: mse or bce (default: bce for pixels, mse for tables)"),
         ("penalty", str, "rae: l1 or l2"),
         ("lam", float, "rae: penalty weight λ"),
