@@ -180,7 +180,8 @@ def test_torchrun_uneven_global_batch_exits_2_on_every_rank_with_one_message(tmp
     assert proc.returncode != 0
     ours = [line for line in err.splitlines() if line.startswith("latentserve train: error:")]
     assert len(ours) == 1 and "--batch-size 63" in ours[0], err[-3000:]  # rank 0 speaks, rank 1 is quiet
-    assert err.count("exitcode  : 2") == 2, err[-3000:]  # torchrun's report: both ranks exited 2
+    # torchrun's report: rank 0 exited 2; rank 1 exits 2 too, unless torchrun's SIGTERM reaches it first
+    assert err.count("exitcode  : 2") >= 1 and "exitcode  : 1" not in err, err[-3000:]
     assert not (tmp_path / "models").exists()
 
 
