@@ -25,7 +25,7 @@ from artifact.errors import ArtifactError, InvalidInput, NotSupported
 from artifact.graphs import Backend, Graph
 from artifact.manifest import KIND_GRAPHS, MANIFEST_FILE, Calibration, Manifest, Preprocessing
 from artifact.scores import anomaly_scores, gan_search_latents, percentiles
-from artifact.transforms import clip_to_unit, to_model_space, to_raw_space
+from artifact.transforms import to_graph_inputs, to_model_space, to_raw_space
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ class Predictor:
     def encode(self, x: Rows) -> dict[str, np.ndarray]:
         """Raw rows (B, F) -> {"latents": (B, L)}; a vae adds "mu" and "logvar" (latents = mu)."""
         m = self._require("encode")
-        xm = self._graph_inputs(self._model_space(x))
+        xm = self._graph_inputs(x)
         if m.kind == "vae":
             mu, logvar = self._graphs["encoder"](xm)
             return {"latents": finite(mu, "latents", "inputs"), "mu": mu, "logvar": finite(logvar, "logvar", "inputs")}
@@ -240,7 +240,7 @@ class Predictor:
     def reconstruct(self, x: Rows) -> np.ndarray:
         """Raw rows (B, F) -> reconstructions (B, F) in the same raw units."""
         self._require("reconstruct")
-        x_hat, *_ = self._reconstruct_model_space(self._graph_inputs(self._model_space(x)))
+        x_hat, *_ = self._reconstruct_model_space(self._graph_inputs(x))
         return finite(to_raw_space(x_hat, self._prep), "reconstructions", "inputs")
 
     def sample(
@@ -322,10 +322,11 @@ class Predictor:
     def clipped(self, x: np.ndarray) -> np.ndarray | None:
         """(B,) how many features of each raw row encode and reconstruct clip to the training range
         ([0, 1] in model space, min-max and image models), or None when nothing was clipped."""
-        m = self.manifest
-        if m is None or not m.preprocessing.clip:
+        if not self._prep.clip:
             return None
-        counts = clip_to_unit(to_model_space(x, self._prep))[1]
+        # Compared in raw units against the training range (offset .. offset + scale): no conversion.
+        lo, hi = self._prep.offset, self._prep.offset + self._prep.scale
+        counts = ((x < lo) | (x > hi)).sum(axis=1)
         return counts if counts.any() else None
 
     def run_graph(self, role: str, x: np.ndarray) -> Sequence[np.ndarray]:
@@ -373,14 +374,16 @@ class Predictor:
             return self._search_bank
         return self._graphs[role](x)
 
+    def _graph_inputs(self, x: Rows) -> np.ndarray:
+        """What encoders take: raw rows checked, in model space, clipped to [0, 1] for min-max and image models."""
+        return to_graph_inputs(
+            as_matrix(x, self._require_ready().n_features, "inputs", self.max_rows, "features"), self._prep
+        )
+
     def _model_space(self, x: Rows) -> np.ndarray:
         m = self.manifest
         assert m is not None
         return to_model_space(as_matrix(x, m.n_features, "inputs", self.max_rows, "features"), self._prep)
-
-    def _graph_inputs(self, xm: np.ndarray) -> np.ndarray:
-        """What encoders take: model-space rows, clipped to [0, 1] for min-max and image models."""
-        return clip_to_unit(xm)[0] if self._prep.clip else xm
 
     def _reconstruct_model_space(self, xm: np.ndarray) -> tuple[np.ndarray, ...]:
         """(x_hat,) for ae/rae; (x_hat, mu, logvar) for vae, decoding the posterior mean."""

@@ -170,13 +170,12 @@ def anomaly_scores(
     `clip` (the preprocessing's): the graphs see `x` clipped to [0, 1]; cross-entropy terms are
     taken on the clipped rows plus the squared distance outside [0, 1] (`range_excess`), squared
     errors on the rows as they are. Either way a value far outside the range raises the score."""
-    xin = clip_to_unit(x)[0] if clip else x
-    excess = range_excess(x) if clip else None
+    xin = clip_to_unit(x) if clip else x
     if method in ("reconstruction-mse", "reconstruction-bce"):
         likelihood = method.removeprefix("reconstruction-")
         x_hat = run("decoder", run("encoder", xin)[0])[0]
         scores, terms = ae_score(_target(x, xin, likelihood), x_hat, likelihood)
-        return _with_excess(scores, terms, excess, likelihood, 1.0 / x.shape[1])
+        return _with_excess(scores, terms, x, xin, likelihood, 1.0 / x.shape[1])
     if method == "ae-joint-gaussian":
         if latent_prior is None:
             raise ValueError("the ae-joint-gaussian score needs the manifest's latent_prior")
@@ -190,10 +189,10 @@ def anomaly_scores(
             scores, terms = vae_draws_score(target, lambda z: run("decoder", z)[0], mu, logvar, likelihood)
         else:
             scores, terms = vae_score(target, run("decoder", mu)[0], mu, logvar, likelihood)
-        return _with_excess(scores, terms, excess, likelihood, 1.0)
+        return _with_excess(scores, terms, x, xin, likelihood, 1.0)
     if method == "neg-log-discriminator":
         scores = gan_score(run("discriminator", xin)[0])
-        return (scores if excess is None else scores + excess.sum(axis=1)), None
+        return (scores + range_excess(x, xin).sum(axis=1) if clip else scores), None
     if method == "gan-latent-search":
         return gan_search_score(x, run("generator", gan_search_latents(latent_dim))[0])
     raise ValueError(f"unknown anomaly score method {method!r}: expected one of {', '.join(METHODS)}")
@@ -206,13 +205,15 @@ def _target(x: np.ndarray, xin: np.ndarray, likelihood: str) -> np.ndarray:
 
 
 def _with_excess(
-    scores: np.ndarray, terms: np.ndarray, excess: np.ndarray | None, likelihood: str, weight: float
+    scores: np.ndarray, terms: np.ndarray, x: np.ndarray, xin: np.ndarray, likelihood: str, weight: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Add the out-of-range term (weighted like the score's own per-feature terms) to a
-    cross-entropy score and its contributions; squared-error scores already include it."""
-    if excess is None or likelihood in ("mse", "gaussian"):
+    """Add the out-of-range term (weighted like the score's own per-feature terms) to a cross-entropy
+    score and its contributions when the graphs saw clipped rows (`xin` is not `x`); squared-error
+    scores already include it."""
+    if xin is x or likelihood in ("mse", "gaussian"):
         return scores, terms
-    return scores + weight * excess.sum(axis=1), terms + weight * excess
+    excess = weight * range_excess(x, xin)
+    return scores + excess.sum(axis=1), terms + excess
 
 
 def calibrate(

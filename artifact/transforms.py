@@ -23,7 +23,7 @@ def to_graph_inputs(x: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """(B, F) raw values -> what the graphs take: model space, clipped to [0, 1] when `prep.clip`
     (min-max and image models; training, validation and serving feed the graphs alike)."""
     xm = to_model_space(x, prep)
-    return clip_to_unit(xm)[0] if prep.clip else xm
+    return clip_to_unit(xm) if prep.clip else xm
 
 
 def to_raw_space(x: np.ndarray, prep: Preprocessing) -> np.ndarray:
@@ -33,14 +33,12 @@ def to_raw_space(x: np.ndarray, prep: Preprocessing) -> np.ndarray:
     return x * scale + offset
 
 
-def clip_to_unit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The rows clipped to [0, 1] (what a min-max or image model's graphs take), and per row the
-    number of features that were outside it: (B, F) float32, (B,) int."""
-    clipped = np.clip(x, 0.0, 1.0)
-    return clipped, (clipped != x).sum(axis=1)
+def clip_to_unit(x: np.ndarray) -> np.ndarray:
+    """The rows clipped to [0, 1]: what a min-max or image model's graphs take (B, F) float32."""
+    return np.clip(x, 0.0, 1.0)
 
 
-def range_excess(x: np.ndarray) -> np.ndarray:
-    """(B, F) squared distance of each model-space value outside [0, 1] (0 inside): the
-    out-of-range term of the scores of models whose graphs see clipped inputs."""
-    return (x - np.clip(x, 0.0, 1.0)).astype(np.float64) ** 2
+def range_excess(x: np.ndarray, clipped: np.ndarray) -> np.ndarray:
+    """(B, F) squared distance of each model-space value outside [0, 1] (0 inside), given the rows
+    and their `clip_to_unit`: the out-of-range term of the scores of models whose graphs see clipped rows."""
+    return (x - clipped).astype(np.float64) ** 2

@@ -12,7 +12,6 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.middleware.cors import CORSMiddleware
 
-from artifact.graphs import Backend
 from service import admin, handlers, oip, openapi, ui
 from service.auth import ApiKey
 from service.batching import Batching, Inference
@@ -55,9 +54,7 @@ def create_app(settings: Settings, repository: ModelRepository | None = None) ->
     Raises StartupError when the backend cannot run as asked (e.g. CUDA requested, not there).
     """
     if repository is None:
-        backend = Backend(settings.runtime, settings.device, settings.threads)
-        backend.check()
-        repository = ModelRepository(settings.models, backend, settings.max_rows)
+        repository = ModelRepository.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

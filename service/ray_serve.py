@@ -44,7 +44,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from artifact.graphs import Backend
 from service.app import create_app
 from service.errors import StartupError
 from service.ray_config import HEALTH_CHECK_PERIOD_S, HEALTH_CHECK_TIMEOUT_S, RayArgs, UserConfig, describe, parse_args
@@ -55,10 +54,8 @@ log = logging.getLogger(__name__)
 
 
 def open_repository(settings: Settings) -> ModelRepository:
-    """The replica's models, loaded and warm (the one place that builds them; issue 9 may change it)."""
-    backend = Backend(settings.runtime, settings.device, settings.threads)
-    backend.check()
-    repository = ModelRepository(settings.models, backend, settings.max_rows)
+    """The replica's models, loaded and warm before the replica reports healthy."""
+    repository = ModelRepository.from_settings(settings)
     repository.load_all()
     return repository
 

@@ -75,6 +75,14 @@ class ModelRepository:
         # reported (response, /models, /readyz body), and the previous versions keep serving.
         self._blocking: frozenset[tuple[str, int]] = frozenset()
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> ModelRepository:
+        """The repository a `Settings` names, on its runtime and device (checked: BackendUnavailable
+        when they cannot run), not loaded yet."""
+        backend = Backend(settings.runtime, settings.device, settings.threads)
+        backend.check()
+        return cls(settings.models, backend, settings.max_rows)
+
     @property
     def models(self) -> dict[str, Versions]:
         return self._state.models

@@ -105,24 +105,24 @@ class ModelResponse(BaseModel):
     version: int
 
 
-class EncodeResponse(ModelResponse):
+class EncodedResponse(ModelResponse):
+    """The responses of the endpoints that encode their inputs (/encode, /reconstruct)."""
+
+    clipped: list[int] | None = Field(
+        None,
+        description="Min-max and image models only, when any input was outside the training range: per row, how "
+        "many features were clipped to it before encoding (scores are never computed on clipped inputs alone).",
+    )
+
+
+class EncodeResponse(EncodedResponse):
     latents: list[list[float]]
     mu: list[list[float]] | None = Field(None, description="vae only: posterior means (= latents).")
     logvar: list[list[float]] | None = Field(None, description="vae only: posterior log-variances.")
-    clipped: list[int] | None = Field(
-        None,
-        description="Min-max and image models only, when any input was outside the training range: per row, how "
-        "many features were clipped to it before encoding (scores are never computed on clipped inputs alone).",
-    )
 
 
-class ReconstructResponse(ModelResponse):
+class ReconstructResponse(EncodedResponse):
     reconstructions: list[list[float]] = Field(description="In the same raw units as the inputs.")
-    clipped: list[int] | None = Field(
-        None,
-        description="Min-max and image models only, when any input was outside the training range: per row, how "
-        "many features were clipped to it before encoding (scores are never computed on clipped inputs alone).",
-    )
 
 
 class SampleResponse(ModelResponse):

@@ -9,12 +9,13 @@ manifest's preprocessing), where features on different scales weigh alike.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from artifact.transforms import clip_to_unit, to_model_space
+from artifact.transforms import to_graph_inputs, to_model_space
 from training import metrics as M
 from training import report_plots as plots
 from training.features import FeatureClassifier
@@ -43,11 +44,11 @@ class Context:
     def manifest(self):
         return self.predictor.manifest
 
-    @property
+    @cached_property
     def xm(self) -> np.ndarray:
-        """Model-space rows as the graphs see them (clipped to [0, 1] for min-max and image models)."""
-        xm = to_model_space(self.x, self.manifest.preprocessing)
-        return clip_to_unit(xm)[0] if self.manifest.preprocessing.clip else xm
+        """Model-space rows as the graphs see them (clipped to [0, 1] for min-max and image models),
+        computed once: several sections read them."""
+        return to_graph_inputs(self.x, self.manifest.preprocessing)
 
     @property
     def image(self) -> tuple[tuple[int, int], tuple[float, float]] | None:
