@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -47,14 +47,17 @@ class LiveServer:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environment)
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
-    def wait(self, path: str = "/readyz", status: int = 200) -> httpx.Response:
+    def wait(
+        self, path: str = "/readyz", status: int = 200, until: Callable[[httpx.Response], bool] | None = None
+    ) -> httpx.Response:
+        """Poll `path` until it answers `status` (and, when given, `until(response)` holds)."""
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited with {self.process.returncode}:\n{self.output()}")
             try:
                 r = self.client.get(path)
-                if r.status_code == status:
+                if r.status_code == status and (until is None or until(r)):
                     return r
             except httpx.TransportError:
                 pass

@@ -42,7 +42,7 @@ def server(copy_model, tamper, tmp_path_factory: pytest.TempPathFactory) -> Iter
     }
     running = LiveServer(root, root.parent / "client.log", env=env)
     running.wait("/healthz")
-    running.wait("/readyz", 503)  # loaded; broken-ae refused
+    running.wait("/readyz", 503, until=lambda r: r.json()["status"] == "failed")  # loaded; broken-ae refused
     yield running
     running.stop()
 

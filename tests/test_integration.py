@@ -167,7 +167,8 @@ def test_serve_refuses_a_tampered_artifact_and_serves_the_rest(copy_model, tampe
     copy_model("digits-vae", tmp_path)
     running = Server(tmp_path, tmp_path / "serve.log")
     try:
-        ready = running.wait("/readyz", 503)
+        # 503 "loading" comes first, while digits-vae loads; wait for the settled answer.
+        ready = running.wait("/readyz", 503, until=lambda r: r.json()["status"] == "failed")
         refused = running.client.post("/anomaly-score", json={"model": "digits-gan", "inputs": [ROW]})
         intact = running.client.post("/anomaly-score", json={"model": "digits-vae", "inputs": [ROW]})
     finally:

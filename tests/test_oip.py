@@ -392,7 +392,7 @@ def guarded(models_dir: Path, copy_model, tamper, tmp_path_factory) -> Iterator[
     tamper(next(broken.glob("*.onnx")))
     running = LiveServer(root, root.parent / "guarded.log", env={"LATENTSERVE_API_KEY": KEY})
     running.wait("/healthz")
-    running.wait("/readyz", 503)  # loaded, one model refused
+    running.wait("/readyz", 503, until=lambda r: r.json()["status"] == "failed")  # loaded, one refused
     yield running
     running.stop()
 
