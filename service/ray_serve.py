@@ -3,9 +3,17 @@
     serve run service.ray_serve:build_app models=DIR [replicas=N] [key=value ...]
     serve deploy deploy/ray/serve_config.yaml
 
-One deployment, `LatentServe`, wraps the whole app: every endpoint, with the same limits,
-errors and row micro-batcher (per replica: Ray spreads requests, each replica batches the
-ones it holds). Ray's own `@serve.batch` is not used.
+One deployment, `LatentServe` (named `latentserve`), wraps the whole app: every endpoint, with
+the same limits, errors and row micro-batcher (per replica: Ray spreads requests, each replica
+batches the ones it holds). Ray's own `@serve.batch` is not used.
+
+In front of it, Ray's proxy reaches a thin ingress, `Gateway` (named `gateway`, no models, no
+CPU reserved): it hands each HTTP request whole to a `latentserve` replica through a
+`DeploymentHandle` and sends back the replica's status, headers and body unchanged. Its one job
+is what Ray's proxy does not do: when the replica dies under a request (killed, node lost, out of
+memory), Ray's proxy would answer a plain 500; the gateway sends the request again to another
+replica (every endpoint is safe to repeat: inference has no side effects, a reload is
+idempotent), and answers 503 with Retry-After only if that fails too.
 
 - Each replica loads the repository in its constructor, so Ray routes to it only once its
   models are warm; its initial health check, and one every HEALTH_CHECK_PERIOD_S, raises while
@@ -27,22 +35,25 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray is imported: no usage reports
 
 try:
     from ray import serve
+    from ray.exceptions import RayActorError
     from ray.serve import Application
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+    from ray.serve.handle import DeploymentHandle
 except ImportError as e:  # pragma: no cover - exercised by tests/test_ray_serve.py in a subprocess
     raise ImportError("Ray Serve is not installed: pip install 'latentserve[ray]'") from e
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message
 
 from service.app import create_app
 from service.errors import StartupError
@@ -51,6 +62,69 @@ from service.repository import ModelRepository
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+RETRIES = 2  # after the first try: a request whose replica died is sent again, at most this often
+RETRY_DELAY_S = 0.05  # times the attempt: Ray's router needs a moment to drop a dead replica
+RETRY_AFTER_S = 1  # the Retry-After of the 503 sent when every try lost its replica
+
+
+class Forwarded(TypedDict):
+    """One HTTP request, as the gateway hands it to a `latentserve` replica."""
+
+    method: str
+    path: str
+    raw_path: bytes
+    root_path: str
+    query_string: bytes
+    headers: list[tuple[bytes, bytes]]
+    client: tuple[str, int] | None
+    body: bytes
+
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, raw headers, body
+
+
+async def call_asgi(app: ASGIApp, request: Forwarded) -> Answer:
+    """Run one buffered HTTP request through an ASGI app in this process; collect its whole answer."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "method": request["method"],
+        "path": request["path"],
+        "raw_path": request["raw_path"],
+        "root_path": request["root_path"],
+        "query_string": request["query_string"],
+        "headers": [(bytes(k), bytes(v)) for k, v in request["headers"]],
+        "client": tuple(request["client"]) if request["client"] else None,
+        "state": {},
+    }
+    sent = False
+    status, headers, chunks = 500, [], []
+    answered = asyncio.Event()
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": request["body"], "more_body": False}
+        await answered.wait()  # a disconnect only after the answer, as a client that waits for it
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        nonlocal status, headers
+        if message["type"] == "http.response.start":
+            status, headers = message["status"], list(message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                answered.set()
+
+    await app(scope, receive, send)
+    answered.set()
+    return status, headers, b"".join(chunks)
 
 
 def open_repository(settings: Settings) -> ModelRepository:
@@ -69,7 +143,6 @@ def _unavailable(problem: str) -> ASGIApp:
     return Starlette(routes=[Route("/{path:path}", refuse, methods=["GET", "POST"])])
 
 
-@serve.ingress()
 class LatentServe:
     """One replica: the latentserve app over this node's view of the model repository."""
 
@@ -100,11 +173,21 @@ class LatentServe:
             self.problem = f"cannot read the model repository {settings.get('models')!r} on node {self.node}: {e}"
         if self.problem:
             log.error("%s", self.problem)
-
-    def __serve_build_asgi_app__(self) -> ASGIApp:
         if self.settings is None or self.repository is None:
-            return _unavailable(self.problem or "not started")
-        return create_app(self.settings, repository=self.repository)
+            self.app: ASGIApp = _unavailable(self.problem or "not started")
+        else:
+            self.app = create_app(self.settings, repository=self.repository)
+
+    async def forward(self, request: Forwarded) -> Answer:
+        """One HTTP request from the gateway, served by this replica's app."""
+        return await call_asgi(self.app, request)
+
+    def __del__(self) -> None:  # Ray's graceful shutdown: stop the inference threads
+        app = getattr(self, "app", None)
+        state = getattr(app, "state", None)
+        inference = getattr(state, "inference", None) if state is not None else None
+        if inference is not None:
+            inference.close()
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         try:
@@ -150,6 +233,59 @@ class LatentServe:
         }
 
 
+class Gateway:
+    """The ingress: each HTTP request, whole, to a `latentserve` replica, sent again if that replica dies."""
+
+    def __init__(self, model: DeploymentHandle, max_body_bytes: int) -> None:
+        self.model = model
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, request: Request) -> Response:
+        body = bytearray()
+        async for chunk in request.stream():  # at most one byte over the limit: the replica answers the 413
+            body += chunk
+            if len(body) > self.max_body_bytes:
+                break
+        forwarded = Forwarded(
+            method=request.method,
+            path=request.scope["path"],
+            raw_path=request.scope.get("raw_path") or request.scope["path"].encode(),
+            root_path=request.scope.get("root_path", ""),
+            query_string=request.scope.get("query_string", b""),
+            headers=list(request.scope["headers"]),
+            client=tuple(request.client) if request.client else None,  # type: ignore[typeddict-item]
+            body=bytes(body),
+        )
+        lost: list[str] = []
+        for attempt in range(RETRIES + 1):
+            try:
+                status, headers, content = await self.model.forward.remote(forwarded)
+            except RayActorError as e:  # the replica died (or became unreachable) under this request
+                lost.append(type(e).__name__)
+                log.warning(
+                    "%s %s: its replica was lost (%s); try %d of %d",
+                    request.method,
+                    request.url.path,
+                    type(e).__name__,
+                    attempt + 1,
+                    RETRIES + 1,
+                )
+                await asyncio.sleep(RETRY_DELAY_S * (attempt + 1))
+                continue
+            except (BackPressureError, DeploymentUnavailableError) as e:
+                return unavailable(f"no latentserve replica can take the request now: {e}")
+            response = Response(content, status_code=status)
+            response.raw_headers = headers
+            return response
+        return unavailable(
+            f"the latentserve replica serving this request was lost, {len(lost)} times ({', '.join(lost)})"
+        )
+
+
+def unavailable(reason: str) -> JSONResponse:
+    return JSONResponse({"error": f"{reason}; retry"}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 def deployment(args: RayArgs, user_config: dict[str, Any] | None = None) -> Application:
     """The bound application for validated args; `user_config` replaces the one the args give."""
     settings = Settings(**{**args.settings, "models": "/"})  # the drain and limit values, as the replicas see them
@@ -163,12 +299,20 @@ def deployment(args: RayArgs, user_config: dict[str, Any] | None = None) -> Appl
         "graceful_shutdown_wait_loop_s": max(settings.shutdown_delay_s, 0.1),
         "graceful_shutdown_timeout_s": max(settings.shutdown_grace_s, 0.1),
     }
+    gateway: dict[str, Any] = {
+        "name": "gateway",
+        "max_ongoing_requests": settings.max_concurrency,
+        "ray_actor_options": {"num_cpus": 0},  # it waits on the replicas; it reserves no CPU
+        "health_check_period_s": HEALTH_CHECK_PERIOD_S,  # a dead gateway is replaced as soon as a replica
+    }
     autoscaling = args.autoscaling()
-    if autoscaling is None:
-        options["num_replicas"] = args.replicas
-    else:
-        options["autoscaling_config"] = autoscaling
-    return serve.deployment(**options)(LatentServe).bind(args.settings_overrides())
+    for scaled in (options, gateway):  # as many gateways as replicas: one lost costs no more than one replica
+        if autoscaling is None:
+            scaled["num_replicas"] = args.replicas
+        else:
+            scaled["autoscaling_config"] = autoscaling
+    model = serve.deployment(**options)(LatentServe).bind(args.settings_overrides())
+    return serve.deployment(**gateway)(Gateway).bind(model, settings.max_body_bytes)
 
 
 def build_app(args: dict[str, Any]) -> Application:
