@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -175,6 +175,35 @@ class LatentPrior(_Strict):
         return self
 
 
+class EnsembleMember(_Strict):
+    """One member of an ensemble artifact: its graphs, its scaling and latent prior (they can differ
+    from one member to the next: training folds each model's residual scale into its scaling), and
+    the mean and std of its own score on the calibration rows, which normalise it."""
+
+    seed: int
+    graphs: dict[GraphRole, dict[GraphFormat, GraphSpec]]
+    preprocessing: Preprocessing
+    latent_prior: LatentPrior | None = None
+    score_mean: float
+    score_std: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _finite(self) -> EnsembleMember:
+        if not (math.isfinite(self.score_mean) and math.isfinite(self.score_std)):
+            raise ValueError("score_mean and score_std must be finite numbers")
+        return self
+
+
+class Ensemble(_Strict):
+    """Several models of one kind, served as one: the score of a row is the mean over the members of
+    (member score − member score_mean) / member score_std, and the manifest's calibration is the
+    distribution of that mean. The first member also answers encode, reconstruct and sample (its
+    graphs, scaling and prior are the manifest's own)."""
+
+    normalisation: Literal["zscore"] = "zscore"
+    members: list[EnsembleMember] = Field(min_length=2, max_length=32)
+
+
 class Manifest(_Strict):
     schema_version: Literal[1] = 1  # SCHEMA_VERSION
     name: str
@@ -190,6 +219,7 @@ class Manifest(_Strict):
     graphs: dict[GraphRole, dict[GraphFormat, GraphSpec]]
     calibration: Calibration
     latent_prior: LatentPrior | None = None
+    ensemble: Ensemble | None = None
     training: dict  # the full, frozen training configuration
     metrics: dict
     data: dict  # where the data came from, row counts
@@ -244,7 +274,45 @@ class Manifest(_Strict):
             raise ValueError("the ae-joint-gaussian score needs a latent_prior")
         if self.latent_prior is not None and len(self.latent_prior.mean) != lat:
             raise ValueError(f"latent_prior has {len(self.latent_prior.mean)} dimensions, latent_dim is {lat}")
+        if self.ensemble is not None:
+            self._consistent_ensemble(self.ensemble)
         return self
+
+    def _consistent_ensemble(self, ensemble: Ensemble) -> None:
+        first = ensemble.members[0]
+        if (first.graphs, first.preprocessing, first.latent_prior) != (
+            self.graphs,
+            self.preprocessing,
+            self.latent_prior,
+        ):
+            raise ValueError("the ensemble's first member must have the manifest's graphs, preprocessing and prior")
+        files: set[str] = set()
+        for i in range(len(ensemble.members)):
+            try:
+                member = self.member(i)
+            except ValueError as e:
+                raise ValueError(f"ensemble member {i}: {e}") from None
+            for by_format in member.graphs.values():
+                for spec in by_format.values():
+                    if i > 0 and spec.file in files:
+                        raise ValueError(f"ensemble member {i} reuses the graph file {spec.file}")
+            files |= {spec.file for by_format in member.graphs.values() for spec in by_format.values()}
+
+    def member(self, i: int) -> Manifest:
+        """Ensemble member i as a single model's manifest (validated): its graphs, scaling and prior."""
+        assert self.ensemble is not None
+        m = self.ensemble.members[i]
+        fields = {k: getattr(self, k) for k in type(self).model_fields if k != "ensemble"}
+        update = {"graphs": m.graphs, "preprocessing": m.preprocessing, "latent_prior": m.latent_prior}
+        try:
+            return Manifest(**{**fields, **update})
+        except ValidationError as e:
+            raise ValueError(str(e.errors()[0]["msg"]).removeprefix("Value error, ")) from None
+
+    def all_graphs(self) -> list[tuple[GraphRole, dict[GraphFormat, GraphSpec]]]:
+        """(role, {format: spec}) of every graph of the artifact, ensemble members included."""
+        members = self.ensemble.members[1:] if self.ensemble is not None else []
+        return [*self.graphs.items(), *(item for m in members for item in m.graphs.items())]
 
     def graph(self, role: str, fmt: str) -> GraphSpec:
         return self.graphs[role][fmt]  # type: ignore[index]
@@ -258,7 +326,7 @@ class Manifest(_Strict):
 
     def verify_files(self, folder: Path, formats: tuple[str, ...] = ("onnx", "torchscript")) -> None:
         """Raise ValueError naming the first graph file that is missing or whose sha256 differs."""
-        for role, by_format in self.graphs.items():
+        for role, by_format in self.all_graphs():
             for fmt, spec in by_format.items():
                 if fmt not in formats:
                     continue

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from artifact.errors import ArtifactError, InvalidInput, NotSupported
 from artifact.graphs import Backend, Graph
-from artifact.manifest import KIND_GRAPHS, MANIFEST_FILE, Calibration, Manifest, Preprocessing
+from artifact.manifest import KIND_GRAPHS, MANIFEST_FILE, Calibration, Ensemble, Manifest, Preprocessing
 from artifact.scores import anomaly_scores, gan_search_latents, percentiles
 from artifact.transforms import to_graph_inputs, to_model_space, to_raw_space
 
@@ -102,6 +102,7 @@ class Predictor:
         self.manifest: Manifest | None = None
         self._graphs: dict[str, Graph] = {}
         self._search_bank: Sequence[np.ndarray] | None = None  # G(fixed latents), gan-latent-search
+        self._members: list[Predictor] = []  # an ensemble's members after the first (which is this one)
         # Set by load(): the manifest's preprocessing and calibration as arrays (see _as_arrays).
         self._prep: Preprocessing
         self._calibration: Calibration
@@ -137,9 +138,11 @@ class Predictor:
             self._warm_up()
             if self.manifest.calibration.method == "gan-latent-search":  # decoded once, reused by every score
                 self._search_bank = self._graphs["generator"](gan_search_latents(self.manifest.latent_dim))
+            if self.manifest.ensemble is not None:
+                self._members = [self._member(i) for i in range(1, len(self.manifest.ensemble.members))]
         except Exception as e:  # any broken artifact: refuse this model, keep the others
             self.state, self.reason = "failed", str(e) or type(e).__name__
-            self._graphs = {}
+            self._graphs, self._members = {}, []
             log.error("REFUSED model %s version %s (%s): %s", self.name, self.version, self.folder, self.reason)
             return
         self.state = "ready"
@@ -152,6 +155,15 @@ class Predictor:
             self.provider,
             1000 * (time.perf_counter() - start),
         )
+
+    def _member(self, i: int) -> Predictor:
+        """Ensemble member i (> 0), loaded from this folder as a model of its own (never served alone)."""
+        assert self.manifest is not None
+        member = Predictor(self.folder, self.backend, self.max_rows, manifest=self.manifest.member(i))
+        member.load()
+        if member.state != "ready":
+            raise ValueError(f"ensemble member {i}: {member.reason}")
+        return member
 
     def _inside(self, path: Path, what: str) -> None:
         """Artifacts load only from the repository: refuse links that lead out of it."""
@@ -315,9 +327,28 @@ class Predictor:
         manifest's calibration names, without the calibration (the export calibrates with this)."""
         m = self._require("anomaly-score")
         xm = self._model_space(x)
-        return anomaly_scores(
+        scores, contributions = anomaly_scores(
             m.calibration.method, self._score_graph, xm, m.latent_dim, m.latent_prior, m.preprocessing.clip
         )
+        if m.ensemble is None:
+            return scores, contributions
+        return self._ensemble_scores(m.ensemble, x, scores, contributions)
+
+    def _ensemble_scores(
+        self, ensemble: Ensemble, x: Rows, first: np.ndarray, first_terms: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The mean over the members of their z-normalised scores (manifest.Ensemble); contributions:
+        the mean of the members' per-feature terms, each divided by its member's score_std."""
+        spec = ensemble.members[0]
+        total = (first.astype(np.float64) - spec.score_mean) / spec.score_std
+        terms = None if first_terms is None else first_terms / spec.score_std
+        for member, spec in zip(self._members, ensemble.members[1:], strict=True):
+            s, t = member.scores(x)
+            total += (s - spec.score_mean) / spec.score_std
+            if terms is not None and t is not None:
+                terms = terms + t / spec.score_std
+        n = len(ensemble.members)
+        return total / n, None if terms is None else terms / n
 
     def clipped(self, x: np.ndarray) -> np.ndarray | None:
         """(B,) how many features of each raw row encode and reconstruct clip to the training range

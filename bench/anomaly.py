@@ -160,6 +160,7 @@ class Cell:
     aucs: list[float] = field(default_factory=list)
     aps: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
     roc: tuple[np.ndarray, np.ndarray] | None = None
     # ours: the share of the test split's inliers flagged at the served threshold (rows no training saw)
     flagged: list[float] = field(default_factory=list)
@@ -204,8 +205,8 @@ def run(
         for seed in range(seeds):
             x_train, x_test, _y_train, y_test = train_test_split(x, y, test_size=0.4, stratify=y, random_state=seed)
             for name, scorer in scorers.items():
-                if (ds, name) in cells and len(cells[ds, name].aucs) >= seeds:
-                    continue
+                if (ds, name) in cells and seed in cells[ds, name].seeds:
+                    continue  # reused from a journal
                 SERVED_THRESHOLD[0] = float("nan")
                 with tempfile.TemporaryDirectory(prefix="bench-") as tmp, warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -216,6 +217,7 @@ def run(
                 cell.aucs.append(float(roc_auc_score(y_test, scores)))
                 cell.aps.append(float(average_precision_score(y_test, scores)))
                 cell.seconds.append(seconds)
+                cell.seeds.append(seed)
                 if seed == 0:
                     fpr, tpr, _ = roc_curve(y_test, scores)
                     cell.roc = (fpr, tpr)
@@ -240,6 +242,7 @@ def read_journal(paths: list[Path]) -> dict[tuple[str, str], Cell]:
             cell.aucs.append(e["auc"])
             cell.aps.append(e["ap"])
             cell.seconds.append(e["seconds"])
+            cell.seeds.append(e["seed"])
     return cells
 
 
@@ -351,9 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--half", choices=[*HALVES, "both"], default="both", help="which half of the sets")
     parser.add_argument("--datasets", nargs="+", default=None, choices=DATASETS, help="these sets instead")
     parser.add_argument("--detectors", nargs="+", default=[*OURS, *BASELINES], choices=[*OURS, *BASELINES])
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (one split and one fit each)")
     parser.add_argument(
-        "--quick", action="store_true", help=f"one seed, sets subsampled to {QUICK_ROWS} rows (iteration)"
+        "--seeds", type=int, default=None, help="seeds 0..N-1, one split and one fit each (default 3; --quick: 1)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"one seed unless --seeds, sets subsampled to {QUICK_ROWS} rows"
     )
     parser.add_argument(
         "--reuse", nargs="+", type=Path, default=[], help="cells.jsonl of earlier runs: their cells are not rerun"
@@ -376,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    seeds, max_rows = (1, QUICK_ROWS) if args.quick else (args.seeds, None)
+    seeds, max_rows = (args.seeds or 1, QUICK_ROWS) if args.quick else (args.seeds or 3, None)
 
     import torch
 

@@ -278,6 +278,7 @@ def describe_version(model: Predictor) -> dict[str, Any]:
             "threshold": m.calibration.threshold,
             "contamination": m.calibration.contamination,
             "calibration_rows": m.calibration.n_rows,
+            "ensemble_members": len(m.ensemble.members) if m.ensemble is not None else 1,
             # The calibration scores at percentiles 0, 1, ..., 100: the distribution /ui draws behind a histogram.
             "quantiles": _percentile_scores(m.calibration.levels, m.calibration.quantiles),
         },

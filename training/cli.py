@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
             str,
             "anomaly score: ae/rae joint or reconstruction, vae elbo-draws or elbo, gan search or discriminator",
         ),
+        (
+            "ensemble",
+            int,
+            "train N models (seeds seed + 1000·i) served as one: the mean of their scores, each "
+            "z-normalised on the calibration rows (default 1: one model)",
+        ),
     ]:
         dest = opt.replace("-", "_")
         t.add_argument(f"--{opt}", type=typ, default=defaults[dest], help=help_)

@@ -20,6 +20,7 @@ DEFAULT_BATCH = 64
 # both halves of the 22 benchmark sets for these two kinds, not for the ae and the gan).
 EPOCH_CAP = {"rae": 200, "vae": 200}
 MIN_STEPS = 500
+MEMBER_SEED_STRIDE = 1000  # ensemble member i trains with seed + 1000·i: no overlap with nearby seeds
 ROBUST_KINDS = ("vae",)  # kinds whose tables are scaled by median and IQR by default
 SCORES = {
     "ae": ("joint", "reconstruction"),
@@ -79,6 +80,8 @@ class TrainConfig:
     columns: tuple[str, ...] | None = None  # the table's feature columns, names or 1-based positions
     drop_columns: tuple[str, ...] | None = None  # columns left out (ids, labels)
     image_shape: tuple[int, ...] | None = None  # H, W[, C] of (N, F) rows that are images
+    # members of an ensemble served as one model (manifest.Ensemble): the same rows, seeds seed + 1000·i
+    ensemble: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,10 +211,15 @@ class TrainConfig:
             f"--score for {self.kind} must be {' or '.join(SCORES.get(self.kind, ()))}, got {self.score!r}",
         )
         need(self.beta >= 0, f"--beta must be non-negative, got {self.beta}")
+        need(1 <= self.ensemble <= 32, f"--ensemble must be between 1 and 32 members, got {self.ensemble}")
         need(
             self.kind in ("ae", "rae") or self.reconstruction in (None, "mse"),
             f"--reconstruction applies to ae and rae, not {self.kind}",
         )
+
+    def member(self, i: int) -> TrainConfig:
+        """Ensemble member i's config: its own seed (member 0 is the single model this config trains)."""
+        return replace(self, seed=self.seed + MEMBER_SEED_STRIDE * i)
 
     @property
     def unit_range(self) -> bool:

@@ -25,6 +25,8 @@ from artifact.manifest import (
     GRAPH_IO,
     KIND_CAPABILITIES,
     Calibration,
+    Ensemble,
+    EnsembleMember,
     GraphSpec,
     LatentPrior,
     Manifest,
@@ -62,43 +64,80 @@ def load_checkpoint(path: Path) -> dict:
 
 def export_checkpoint(ckpt: dict, models_dir: Path, name: str | None = None) -> Path:
     """Publish the checkpoint as the next version of `name`; returns the version folder."""
-    cfg = TrainConfig.from_dict(ckpt["config"])
+    return export_ensemble([ckpt], models_dir, name)
+
+
+def export_ensemble(ckpts: list[dict], models_dir: Path, name: str | None = None) -> Path:
+    """Publish one model, or (several checkpoints) an ensemble of them served as one model.
+
+    The checkpoints of an ensemble are one kind trained on the same rows with different seeds
+    (`TrainConfig.ensemble`); the first one's config, data and calibration rows are the artifact's.
+    Its graphs keep their plain names, member i's are prefixed `member<i>-`."""
+    first = ckpts[0]
+    cfg = TrainConfig.from_dict(first["config"])
     name = name or cfg.name
-    model = build_model(cfg, ckpt["n_features"])
-    model.load_state_dict(ckpt["state_dict"])
-    bake_parametrizations(model)
-    x_val = ckpt["x_val"].numpy().astype(np.float32)  # (N, F) model space: parity inputs
-    prep = Preprocessing(**ckpt["preprocessing"])
+    x_val = first["x_val"].numpy().astype(np.float32)  # (N, F) model space: parity inputs
+    prep = Preprocessing(**first["preprocessing"])
     # Calibration rows, raw units: a split no training decision saw (older checkpoints: the validation rows).
-    x_cal = ckpt["x_cal_raw"].numpy() if "x_cal_raw" in ckpt else to_raw_space(x_val, prep)
+    x_cal = first["x_cal_raw"].numpy() if "x_cal_raw" in first else to_raw_space(x_val, prep)
     parent = Path(models_dir) / name
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=parent))
     try:
-        graphs = {}
-        for role, module in model.graphs().items():
-            graphs[role] = _export_graph(cfg.kind, role, module, _golden(cfg, role, model, x_val), tmp)
         method, description = _score_method(cfg)
-        prior = LatentPrior(**ckpt["latent_prior"]) if ckpt.get("latent_prior") else None
+        provisional = _provisional(method, description, cfg.contamination)
+        members = []
+        for i, ckpt in enumerate(ckpts):
+            member_cfg = TrainConfig.from_dict(ckpt["config"])
+            model = build_model(member_cfg, ckpt["n_features"])
+            model.load_state_dict(ckpt["state_dict"])
+            bake_parametrizations(model)
+            member_x_val = ckpt["x_val"].numpy().astype(np.float32)
+            prefix = f"member{i}-" if i else ""
+            graphs = {
+                role: _export_graph(cfg.kind, role, module, _golden(member_cfg, role, model, member_x_val), tmp, prefix)
+                for role, module in model.graphs().items()
+            }
+            prior = LatentPrior(**ckpt["latent_prior"]) if ckpt.get("latent_prior") else None
+            members.append(
+                dict(
+                    graphs=graphs,
+                    preprocessing=Preprocessing(**ckpt["preprocessing"]),
+                    latent_prior=prior,
+                    seed=member_cfg.seed,
+                )
+            )
         manifest_fields = dict(
             name=name,
             kind=cfg.kind,
             capabilities=list(KIND_CAPABILITIES[cfg.kind]),
-            n_features=ckpt["n_features"],
-            feature_names=ckpt.get("feature_names"),
-            image_shape=ckpt.get("image_shape"),
+            n_features=first["n_features"],
+            feature_names=first.get("feature_names"),
+            image_shape=first.get("image_shape"),
             latent_dim=cfg.latent_dim,
             likelihood=_likelihood(cfg),
             preprocessing=prep,
-            graphs=graphs,
-            calibration=_provisional(method, description, cfg.contamination),
-            latent_prior=prior,
+            graphs=members[0]["graphs"],
+            calibration=provisional,
+            latent_prior=members[0]["latent_prior"],
             training=cfg.to_dict(),
-            metrics=ckpt["metrics"],
-            data=ckpt["data"],
+            metrics=first["metrics"],
+            data=first["data"],
             versions=_library_versions(),
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
+        if len(members) > 1:
+            # Each member's own score on the calibration rows: its mean and std normalise it.
+            for member in members:
+                single = {**manifest_fields, **{k: member[k] for k in ("graphs", "preprocessing", "latent_prior")}}
+                raw = _calibration_scores(Manifest(version=1, **single), tmp, x_cal)
+                member["score_mean"], member["score_std"] = float(raw.mean()), max(float(raw.std()), 1e-12)
+            manifest_fields["ensemble"] = Ensemble(members=[EnsembleMember(**m) for m in members])
+            manifest_fields["metrics"] = {**first["metrics"], "ensemble_members": len(members)}
+            description = (
+                f"mean over {len(members)} members (seeds {', '.join(str(m['seed']) for m in members)}) of each "
+                f"member's score z-normalised on the calibration rows; member score: {description}"
+            )
         scores = _calibration_scores(Manifest(version=1, **manifest_fields), tmp, x_cal)
         manifest_fields["calibration"] = scoring.calibrate(scores, cfg.contamination, method, description)
         return _publish(tmp, parent, manifest_fields)
@@ -153,11 +192,13 @@ def _golden(cfg: TrainConfig, role: str, model: nn.Module, x_val: np.ndarray) ->
     return {b: np.ascontiguousarray(base[:b]) for b in PARITY_BATCHES}
 
 
-def _export_graph(kind: str, role: str, module: nn.Module, golden: dict[int, np.ndarray], folder: Path):
+def _export_graph(
+    kind: str, role: str, module: nn.Module, golden: dict[int, np.ndarray], folder: Path, prefix: str = ""
+):
     in_names, out_names = GRAPH_IO[(kind, role)]
     example = torch.from_numpy(golden[7])
     module = module.cpu().eval()
-    onnx_path, ts_path = folder / f"{role}.onnx", folder / f"{role}.pt"
+    onnx_path, ts_path = folder / f"{prefix}{role}.onnx", folder / f"{prefix}{role}.pt"
     axes = {n: {0: "batch"} for n in in_names + out_names}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation

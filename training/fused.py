@@ -65,6 +65,8 @@ class _Builder:
 def fused_score_graph(folder: Path) -> onnx.ModelProto:
     """The fused scoring graph of the artifact at `folder` (`<models>/<name>/<version>`)."""
     m = Manifest.read(folder)
+    if m.ensemble is not None:
+        raise FusedGraphError(f"{folder} is an ensemble: a fused graph holds one model's graphs")
     method = m.calibration.method
     b = _Builder()
     graph = {role: folder / m.graph(role, "onnx").file for role in m.graphs}

@@ -19,7 +19,7 @@ from training import data as data_mod
 from training import plots, sources
 from training.config import ConfigError, TrainConfig
 from training.distributed import Context
-from training.export import export_checkpoint
+from training.export import export_ensemble
 from training.passes import TrainStats, training_stats
 from training.train import Fit, fit, fold_noise, pick_device
 
@@ -75,25 +75,41 @@ def run(cfg: TrainConfig, progress: bool = True, ctx: Context | None = None) -> 
                 ctx.world_size, "nccl" if ctx.device.type == "cuda" else "gloo", ctx.device.type,
                 cfg.batch_size, ctx.local_batch(cfg.batch_size),
             )  # fmt: skip
-    result = fit(cfg, x_train, x_val, progress=progress, ctx=ctx)
-    prep, x_train, x_val = fold_noise(cfg, result, prep, x_train, x_val, ctx)
-    stats = training_stats(cfg, result.model, x_train, ctx)
+    if cfg.ensemble > 1 and ctx.distributed:
+        raise ConfigError("--ensemble trains its members one after the other: run it without torchrun")
+    cal_idx = data_mod.split_calibration_index(len(ds.x), cfg.calibration_fraction, cfg.seed)[1]
+    ckpts, firsts = [], None
+    for i in range(cfg.ensemble):
+        member = cfg.member(i)
+        if cfg.ensemble > 1 and ctx.is_main:
+            log.info("ensemble member %d of %d (seed %d)", i + 1, cfg.ensemble, member.seed)
+        result = fit(member, x_train, x_val, progress=progress, ctx=ctx)
+        m_prep, m_train, m_val = fold_noise(member, result, prep, x_train, x_val, ctx)
+        stats = training_stats(member, result.model, m_train, ctx)
+        if not ctx.is_main:
+            continue
+        m_val = np.asarray(m_val)  # the validation rows, in memory on rank 0 only (checkpoint, calibration)
+        metrics = evaluate(member, result, m_train, m_val, stats)
+        ckpt = checkpoint(member, ds, m_prep, result, m_train, m_val, metrics, stats)
+        ckpt["x_cal_raw"] = torch.from_numpy(np.asarray(ds.x[cal_idx], dtype=np.float32))
+        ckpt["data"]["calibration_rows"] = int(len(cal_idx))
+        ckpts.append(ckpt)
+        if firsts is None:
+            firsts = (result, m_prep, m_val, metrics)
     if not ctx.is_main:
         ctx.barrier()  # rank 0 writes and publishes meanwhile
         return None
-    x_val = np.asarray(x_val)  # the validation rows, in memory on rank 0 only (checkpoint, calibration)
-    metrics = evaluate(cfg, result, x_train, x_val, stats)
+    assert firsts is not None
+    result, prep, x_val, metrics = firsts
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     run_dir = Path(cfg.runs) / f"{cfg.name}-{stamp}-seed{cfg.seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = checkpoint(cfg, ds, prep, result, x_train, x_val, metrics, stats)
-    cal_idx = data_mod.split_calibration_index(len(ds.x), cfg.calibration_fraction, cfg.seed)[1]
-    ckpt["x_cal_raw"] = torch.from_numpy(np.asarray(ds.x[cal_idx], dtype=np.float32))
-    ckpt["data"]["calibration_rows"] = int(len(cal_idx))
-    torch.save(ckpt, run_dir / "checkpoint.pt")
+    torch.save(ckpts[0], run_dir / "checkpoint.pt")
+    for i, ckpt in enumerate(ckpts[1:], start=1):
+        torch.save(ckpt, run_dir / f"checkpoint-member{i}.pt")
     (run_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "history": result.history}, indent=2))
     plots.save_all(run_dir, cfg, ds, result, x_val, prep)
-    artifact = export_checkpoint(ckpt, Path(cfg.models))
+    artifact = export_ensemble(ckpts, Path(cfg.models))
     ctx.barrier()
     return RunResult(artifact, run_dir, metrics)
 

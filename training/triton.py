@@ -173,6 +173,11 @@ def export_triton(
             manifest.verify_files(folder, ("onnx",))
         except ValueError as e:  # pydantic's ValidationError is one too
             raise TritonExportError(f"{name} version {v} cannot be exported: {str(e).splitlines()[0]}") from None
+        if manifest.ensemble is not None:
+            raise TritonExportError(
+                f"{name} version {v} is an ensemble of {len(manifest.ensemble.members)} members: export-triton "
+                "writes one model's graphs; serve ensembles with latentserve serve"
+            )
         manifests[v] = manifest
     kinds = {m.kind for m in manifests.values()}
     if len(kinds) > 1:
