@@ -57,22 +57,19 @@ BASELINES = ("pyod-ae", "pyod-vae", "iforest")
 # Measured on this machine with the defaults of the issue (3 seeds): the bars to clear.
 ISSUE_BASELINES = {"iforest": 0.837, "pyod-ae": 0.836, "pyod-vae": 0.802, "best-of-baselines": 0.867}
 
-SERVED_THRESHOLD = [float("nan")]  # the last of our detectors' served threshold (the flagged share)
-# (x_train, x_test, seed, workdir) -> (scores, training seconds)
-Scorer = Callable[[np.ndarray, np.ndarray, int, Path], tuple[np.ndarray, float]]
+# (x_train, x_test, seed, workdir) -> (scores, training seconds, served threshold or None for baselines)
+Scorer = Callable[[np.ndarray, np.ndarray, int, Path], tuple[np.ndarray, float, float | None]]
 
 
 def score_ours(
     kind: str, x_train: np.ndarray, x_test: np.ndarray, seed: int, workdir: Path, **overrides
-) -> tuple[np.ndarray, float]:
-    """Train `kind` with the project's defaults, export it, score the test rows through the service."""
-    import torch
-
+) -> tuple[np.ndarray, float, float]:
+    """Train `kind` with the project's defaults as `latentserve train` does (pipeline.run, without
+    the run folder's figures), then score the test rows through the service's predictor. Seconds:
+    the fit (every member of an ensemble), not the export."""
     from artifact.manifest import Manifest
     from training import pipeline
     from training.config import TrainConfig
-    from training.export import export_checkpoint
-    from training.train import fold_noise
 
     data = workdir / "train.npy"
     np.save(data, x_train)
@@ -86,35 +83,18 @@ def score_ours(
         allow_constant=True,
         **overrides,
     )
-    # pipeline.run without the run folder's plots: the same preparation, fit, fold and export
-    start = time.perf_counter()
-    cfg, ds, prep, xt, xv = pipeline.prepare(cfg)
-    result = pipeline.fit(cfg, xt, xv, progress=False)
-    prep, xt, xv = fold_noise(cfg, result, prep, xt, xv)
-    metrics = pipeline.evaluate(cfg, result, xt, xv)
-    seconds = time.perf_counter() - start
-    ckpt = pipeline.checkpoint(cfg, ds, prep, result, xt, xv, metrics)
-    # the calibration split, as pipeline.run keeps it: rows no training decision saw
-    cal = pipeline.data_mod.split_calibration_index(len(ds.x), cfg.calibration_fraction, cfg.seed)[1]
-    ckpt["x_cal_raw"] = torch.from_numpy(np.asarray(ds.x[cal], dtype=np.float32))
-    artifact = export_checkpoint(ckpt, Path(cfg.models))
-    SERVED_THRESHOLD[0] = Manifest.read(artifact).calibration.threshold
-    return served_scores(artifact, x_test), seconds
+    result = pipeline.run(cfg, progress=False, plots=False)
+    assert result is not None
+    threshold = Manifest.read(result.artifact).calibration.threshold
+    return served_scores(result.artifact, x_test), result.fit_seconds, threshold
 
 
 def served_scores(artifact: Path, x: np.ndarray, runtime: str = "onnx") -> np.ndarray:
-    """The service's scores for raw rows: its runtime loads (and verifies) the artifact and scores
+    """The service's scores for raw rows: its predictor loads (and verifies) the artifact and scores
     by the method its manifest names (artifact.scores.anomaly_scores, as the calibration was)."""
-    from artifact.graphs import Backend
     from artifact.predictor import Predictor
 
-    backend = Backend(runtime, "cpu", threads=1)
-    backend.check()
-    model = Predictor(artifact, backend, max_rows=len(x))
-    model.load()
-    if model.state != "ready":
-        raise RuntimeError(f"the exported artifact {artifact} was refused: {model.reason}")
-    return model.anomaly_score(x).scores
+    return Predictor.open(artifact, runtime, max_rows=len(x)).anomaly_score(x).scores
 
 
 def _standardised(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +104,7 @@ def _standardised(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, 
 
 def score_pyod(
     name: str, x_train: np.ndarray, x_test: np.ndarray, seed: int, workdir: Path
-) -> tuple[np.ndarray, float]:
+) -> tuple[np.ndarray, float, None]:
     """PyOD's AutoEncoder or VAE with its defaults (random_state = seed, quiet), on standardised rows."""
     if name == "pyod-ae":
         from pyod.models.auto_encoder import AutoEncoder as Detector
@@ -134,17 +114,17 @@ def score_pyod(
     start = time.perf_counter()
     detector = Detector(random_state=seed, verbose=0).fit(xs)
     seconds = time.perf_counter() - start
-    return detector.decision_function(xq), seconds
+    return detector.decision_function(xq), seconds, None
 
 
-def score_iforest(x_train: np.ndarray, x_test: np.ndarray, seed: int, workdir: Path) -> tuple[np.ndarray, float]:
+def score_iforest(x_train: np.ndarray, x_test: np.ndarray, seed: int, workdir: Path) -> tuple[np.ndarray, float, None]:
     from sklearn.ensemble import IsolationForest
 
     xs, xq = _standardised(x_train, x_test)
     start = time.perf_counter()
     detector = IsolationForest(random_state=seed).fit(xs)
     seconds = time.perf_counter() - start
-    return -detector.score_samples(xq), seconds  # higher = more anomalous
+    return -detector.score_samples(xq), seconds, None  # higher = more anomalous
 
 
 def detectors(names: list[str], overrides: dict | None = None) -> dict[str, Scorer]:
@@ -207,13 +187,12 @@ def run(
             for name, scorer in scorers.items():
                 if (ds, name) in cells and seed in cells[ds, name].seeds:
                     continue  # reused from a journal
-                SERVED_THRESHOLD[0] = float("nan")
                 with tempfile.TemporaryDirectory(prefix="bench-") as tmp, warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    scores, seconds = scorer(x_train, x_test, seed, Path(tmp))  # _y_train is never passed on
+                    scores, seconds, threshold = scorer(x_train, x_test, seed, Path(tmp))  # _y_train is never passed on
                 cell = cells.setdefault((ds, name), Cell())
-                if not np.isnan(SERVED_THRESHOLD[0]):
-                    cell.flagged.append(float((scores[y_test == 0] > SERVED_THRESHOLD[0]).mean()))
+                if threshold is not None:
+                    cell.flagged.append(float((scores[y_test == 0] > threshold).mean()))
                 cell.aucs.append(float(roc_auc_score(y_test, scores)))
                 cell.aps.append(float(average_precision_score(y_test, scores)))
                 cell.seconds.append(seconds)

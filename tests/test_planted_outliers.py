@@ -32,6 +32,6 @@ def planted(n: int, seed: int, share: float = 0.05) -> tuple[np.ndarray, np.ndar
 def test_every_kind_ranks_planted_outliers_above_inliers(tmp_path, kind):
     x_train, _ = planted(600, seed=1)  # outliers among the training rows too, labels never used
     x_test, y_test = planted(400, seed=2)
-    scores, _seconds = score_ours(kind, x_train, x_test, 0, tmp_path, epochs=40)
+    scores, _seconds, _threshold = score_ours(kind, x_train, x_test, 0, tmp_path, epochs=40)
     auc = roc_auc_score(y_test, scores)
     assert auc > 0.9, f"{kind}: ROC AUC {auc:.3f}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,8 @@ import torch
 
 from artifact import transforms
 from training import data as data_mod
-from training import plots, sources
+from training import plots as figures
+from training import sources
 from training.config import ConfigError, TrainConfig
 from training.distributed import Context
 from training.export import export_ensemble
@@ -31,6 +33,7 @@ class RunResult:
     artifact: Path  # <models>/<name>/<version>
     run_dir: Path
     metrics: dict
+    fit_seconds: float = 0.0  # fitting every member (with its fold and metrics), not the files or the export
 
 
 def prepare(cfg: TrainConfig, ctx: Context | None = None):
@@ -62,9 +65,10 @@ def prepare(cfg: TrainConfig, ctx: Context | None = None):
     return cfg, ds, prep, x_train, x_val
 
 
-def run(cfg: TrainConfig, progress: bool = True, ctx: Context | None = None) -> RunResult | None:
+def run(cfg: TrainConfig, progress: bool = True, ctx: Context | None = None, plots: bool = True) -> RunResult | None:
     """With N ranks (torchrun, training/distributed.py) every rank trains and joins the whole-data
-    passes; only rank 0 writes the run folder and publishes, and the others return None at the end."""
+    passes; only rank 0 writes the run folder and publishes, and the others return None at the end.
+    `plots=False` leaves the run folder's figures out (benchmarks)."""
     ctx = ctx or Context(device=pick_device(cfg.device))
     cfg, ds, prep, x_train, x_val = prepare(cfg, ctx)
     if ctx.is_main:
@@ -78,8 +82,9 @@ def run(cfg: TrainConfig, progress: bool = True, ctx: Context | None = None) -> 
     if cfg.ensemble > 1 and ctx.distributed:
         raise ConfigError("--ensemble trains its members one after the other: run it without torchrun")
     cal_idx = data_mod.split_calibration_index(len(ds.x), cfg.calibration_fraction, cfg.seed)[1]
-    ckpts, firsts = [], None
+    ckpts, firsts, fit_seconds = [], None, 0.0
     for i in range(cfg.ensemble):
+        started = time.perf_counter()
         member = cfg.member(i)
         if cfg.ensemble > 1 and ctx.is_main:
             log.info("ensemble member %d of %d (seed %d)", i + 1, cfg.ensemble, member.seed)
@@ -90,6 +95,7 @@ def run(cfg: TrainConfig, progress: bool = True, ctx: Context | None = None) -> 
             continue
         m_val = np.asarray(m_val)  # the validation rows, in memory on rank 0 only (checkpoint, calibration)
         metrics = evaluate(member, result, m_train, m_val, stats)
+        fit_seconds += time.perf_counter() - started
         ckpt = checkpoint(member, ds, m_prep, result, m_train, m_val, metrics, stats)
         ckpt["x_cal_raw"] = torch.from_numpy(np.asarray(ds.x[cal_idx], dtype=np.float32))
         ckpt["data"]["calibration_rows"] = int(len(cal_idx))
@@ -108,10 +114,11 @@ def run(cfg: TrainConfig, progress: bool = True, ctx: Context | None = None) -> 
     for i, ckpt in enumerate(ckpts[1:], start=1):
         torch.save(ckpt, run_dir / f"checkpoint-member{i}.pt")
     (run_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "history": result.history}, indent=2))
-    plots.save_all(run_dir, cfg, ds, result, x_val, prep)
+    if plots:
+        figures.save_all(run_dir, cfg, ds, result, x_val, prep)
     artifact = export_ensemble(ckpts, Path(cfg.models))
     ctx.barrier()
-    return RunResult(artifact, run_dir, metrics)
+    return RunResult(artifact, run_dir, metrics, fit_seconds)
 
 
 @torch.no_grad()
