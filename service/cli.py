@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 
 from pydantic import ValidationError
@@ -83,11 +84,31 @@ def serve(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    if settings.workers > 1:
-        from service.workers import serve_workers
+    try:  # bound here, before any model loads: a port in use is a one-line error, not a crash at exit
+        if settings.workers > 1:
+            from service.workers import reuseport_socket, serve_workers
 
-        return serve_workers(settings, overrides)
-    return run_server(settings)
+            return serve_workers(settings, overrides, reuseport_socket(settings.host, settings.port))
+        listener = listening_socket(settings.host, settings.port)
+    except OSError as e:
+        print(
+            f"latentserve serve: cannot listen on {settings.host}:{settings.port}: {e.strerror or e}", file=sys.stderr
+        )
+        return 2
+    return run_server(settings, sockets=[listener])
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The TCP socket uvicorn would open (SO_REUSEADDR, backlog 2048), bound and listening."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def run_server(settings: Settings, sockets: list | None = None) -> int:

@@ -29,12 +29,9 @@ log = logging.getLogger(__name__)
 SUPERVISOR_ENV = "LATENTSERVE_SUPERVISOR_PID"  # set in each worker: where to send reload requests
 
 
-def serve_workers(settings: Any, overrides: dict[str, Any]) -> int:
-    """Bind once, run `settings.workers` workers until a stop signal; the exit status."""
-    # Bound, never listening: holds the port for the workers' SO_REUSEPORT sockets, fails early if taken.
-    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((settings.host, settings.port))
+def serve_workers(settings: Any, overrides: dict[str, Any], sock: socket.socket) -> int:
+    """Run `settings.workers` workers until a stop signal; the exit status. `sock`: bound, never
+    listening (`reuseport_socket`), it holds the port for the workers' SO_REUSEPORT sockets."""
     context = multiprocessing.get_context("spawn")
     os.environ[SUPERVISOR_ENV] = str(os.getpid())
     workers: list[BaseProcess] = []
@@ -71,6 +68,20 @@ def serve_workers(settings: Any, overrides: dict[str, Any]) -> int:
     return 0
 
 
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) with SO_REUSEADDR and SO_REUSEPORT: the supervisor's (never
+    listening, it holds the port) and each worker's (listening: the kernel spreads connections)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def _relay(workers: list[BaseProcess], sig: int) -> None:
     for process in workers:
         if process.pid is not None and process.is_alive():
@@ -84,10 +95,7 @@ def _worker(overrides: dict[str, Any]) -> None:
 
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only, which relays it once
     settings = Settings(**{**overrides, "workers": 1})
-    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((settings.host, settings.port))
+    sock = reuseport_socket(settings.host, settings.port)
     sock.listen(2048)
     run_server(settings, sockets=[sock])
 

@@ -226,3 +226,25 @@ def test_cli_delegates_train_to_the_training_cli():
     done = _run_cli("train", "--help")
     assert done.returncode == 0
     assert "--contamination" in done.stdout
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_on_a_port_in_use_is_a_one_line_error(models_dir, workers):
+    """Bound before any model loads: no traceback, no abort at exit (uvicorn's own bind failed late)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(
+            [*latentserve(), "serve", "--models", str(models_dir), "--port", str(port), "--workers", workers],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"latentserve serve: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert "Traceback" not in run.stderr
