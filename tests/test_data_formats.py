@@ -9,6 +9,7 @@ from sklearn.datasets import load_digits
 
 from training import images
 from training.cli import main
+from training.config import TrainConfig
 
 
 def _train(tmp_path: Path, *args: str) -> int:
@@ -171,3 +172,14 @@ def test_a_table_under_two_batches_trains_with_a_smaller_default_batch(tmp_path)
     assert _train(tmp_path, "vae", "--data", str(tmp_path / "tiny.npy"), "--epochs", "2", "--name", "t") == 0
     # 80 rows: 12 calibration, 14 validation, 54 training rows: half of them
     assert _manifest(tmp_path, "t")["training"]["batch_size"] == 27
+
+
+@pytest.mark.parametrize(("world", "expected"), [(1, 27), (2, 26), (4, 24), (64, 64)])
+def test_the_small_table_default_batch_splits_evenly_among_torchrun_ranks(world, expected):
+    """The default batch (half of 54 training rows) is rounded down to a multiple of the ranks."""
+    cfg = TrainConfig(kind="vae", name="t").resolve(6, False, 54, world=world)
+    assert cfg.batch_size == expected and cfg.batch_size % world == 0
+
+
+def test_an_explicit_batch_is_kept_whatever_the_ranks():
+    assert TrainConfig(kind="vae", name="t", batch_size=27).resolve(6, False, 54, world=2).batch_size == 27

@@ -102,12 +102,13 @@ class TrainConfig:
                 d[key] = tuple(d[key])
         return cls(**d)
 
-    def resolve(self, n_features: int, is_image: bool, n_train: int | None = None) -> TrainConfig:
+    def resolve(self, n_features: int, is_image: bool, n_train: int | None = None, world: int = 1) -> TrainConfig:
         """Fill the data-dependent defaults and check every choice; returns a new frozen config.
 
         `is_image`: pixel data (a known pixel range: training/images.py), scaled by that range,
         with a Bernoulli vae and BCE ae/rae by default;
-        `n_train`: the training rows (after the validation split), for the default epochs."""
+        `n_train`: the training rows (after the validation split), for the default epochs;
+        `world`: torchrun's process count, which the default batch is a multiple of (it splits evenly)."""
         self.check()
         width = min(256, max(32, 2 ** math.ceil(math.log2(max(n_features, 2)))))
         hidden = self.hidden or (width, width // 2)
@@ -138,6 +139,8 @@ class TrainConfig:
         if score == "joint" and not (gaussian and unscaled_out):
             raise ConfigError(f"--score joint needs mse on standard, robust or no scaling, not {scaling} scaling")
         batch_size = self.batch_size or min(DEFAULT_BATCH, max(1, (n_train or DEFAULT_BATCH) // 2))
+        if self.batch_size is None:  # an explicit --batch-size is checked against the world, not changed
+            batch_size = max(world, batch_size - batch_size % world)
         epochs = self.epochs
         if epochs is None:
             batches = max(1, (n_train or batch_size) // batch_size)

@@ -45,7 +45,7 @@ def prepare(cfg: TrainConfig, ctx: Context | None = None):
     rest_idx, _cal_idx = data_mod.split_calibration_index(len(ds.x), cfg.calibration_fraction, cfg.seed)
     train_at, val_at = data_mod.split_index(len(rest_idx), cfg.val_fraction, cfg.seed)
     train_idx, val_idx = rest_idx[train_at], rest_idx[val_at]
-    cfg = cfg.resolve(ds.x.shape[1], ds.is_pixels, len(train_idx))
+    cfg = cfg.resolve(ds.x.shape[1], ds.is_pixels, len(train_idx), ctx.world_size if ctx is not None else 1)
     if len(train_idx) < cfg.batch_size:
         raise data_mod.DataError(
             f"{ds.source}: {len(train_idx)} training rows after the validation split, fewer than one "
