@@ -206,17 +206,22 @@ def run(
                 )
                 if journal is not None:
                     entry = {"set": ds, "detector": name, "seed": seed, "auc": cell.aucs[-1], "ap": cell.aps[-1]}
+                    if name in OURS:  # a journal's cells of ours are reused only under the same overrides
+                        entry["overrides"] = overrides or {}
                     with open(journal, "a") as f:
                         f.write(json.dumps({**entry, "seconds": seconds}) + "\n")
     return cells
 
 
-def read_journal(paths: list[Path]) -> dict[tuple[str, str], Cell]:
-    """Cells from earlier runs' journals (cells.jsonl), e.g. the baselines, which no default of ours changes."""
+def read_journal(paths: list[Path], overrides: dict | None = None) -> dict[tuple[str, str], Cell]:
+    """Cells from earlier runs' journals (cells.jsonl), e.g. the baselines, which no default of ours
+    changes; cells of our kinds only when they ran under the same `overrides` (none recorded: none)."""
     cells: dict[tuple[str, str], Cell] = {}
     for path in paths:
         for line in path.read_text().splitlines():
             e = json.loads(line)
+            if e["detector"] in OURS and e.get("overrides", {}) != (overrides or {}):
+                continue
             cell = cells.setdefault((e["set"], e["detector"]), Cell())
             cell.aucs.append(e["auc"])
             cell.aps.append(e["ap"])
@@ -370,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     journal = args.out / "cells.jsonl"
     journal.unlink(missing_ok=True)
-    reused = read_journal(args.reuse)
+    reused = read_journal(args.reuse, overrides)
     cells = run(datasets, args.detectors, seeds, lambda s: print(s, flush=True), max_rows, overrides, journal, reused)
     wall = time.perf_counter() - start
     names = [n for n in (*OURS, *BASELINES) if n in args.detectors or all((d, n) in cells for d in datasets)]
