@@ -50,10 +50,16 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["uvicorn", "ray"], default="uvicorn", help="one process, or Ray Serve")
     p.add_argument("--replicas", type=int, help="with --engine ray: fixed replicas (default: autoscaling)")
     p.add_argument("--ray-address", help="with --engine ray: join this cluster (default: start one here)")
+    p.add_argument(
+        "--no-gateway",
+        action="store_true",
+        help="with --engine ray: Ray's proxy reaches the replicas directly, faster on small requests, "
+        "but a request whose replica dies gets Ray's 500 instead of being sent to another (docs/ray.md)",
+    )
     return p
 
 
-RAY_FLAGS = ("engine", "replicas", "ray_address")
+RAY_FLAGS = ("engine", "replicas", "ray_address", "no_gateway")
 
 
 def serve(argv: list[str]) -> int:
@@ -69,11 +75,18 @@ def serve(argv: list[str]) -> int:
             where = where if field != "api_key" else "LATENTSERVE_API_KEY"
             print(f"latentserve serve: invalid setting {field} ({where}): {err['msg']}", file=sys.stderr)
         return 2
+    ray_only = [f"--{k.replace('_', '-')}" for k in RAY_FLAGS[1:] if getattr(args, k) not in (None, False)]
+    if args.engine != "ray" and ray_only:
+        print(
+            f"latentserve serve: {', '.join(ray_only)} need{'s' if len(ray_only) == 1 else ''} --engine ray",
+            file=sys.stderr,
+        )
+        return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.engine == "ray":
         from service.ray_cli import serve_on_ray
 
-        return serve_on_ray(settings, args.replicas, args.ray_address)
+        return serve_on_ray(settings, args.replicas, args.ray_address, gateway=not args.no_gateway)
     # A SIGTERM before the server runs (models still importing) is a clean exit too; from then on
     # service.lifecycle.Server handles SIGTERM, SIGINT and SIGHUP.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))

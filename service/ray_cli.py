@@ -29,12 +29,14 @@ IMPORT_PATH = "service.ray_serve:build_app"
 NOT_FORWARDED = {"models", "host", "port", "api_key"}  # replicas read the key from LATENTSERVE_API_KEY
 
 
-def replica_args(settings: Settings, replicas: int | None, cpus: float) -> dict[str, Any]:
+def replica_args(settings: Settings, replicas: int | None, cpus: float, gateway: bool = True) -> dict[str, Any]:
     """`build_app` args for these settings: every setting the replicas use, as the driver validated it."""
     args: dict[str, Any] = settings.model_dump(mode="json", exclude=NOT_FORWARDED)
     args["models"] = str(settings.models.resolve())
     most = replicas if replicas is not None else 2
     args["replica_cpus"] = min(1.0, cpus / most)  # N replicas fit on this machine whatever N
+    if not gateway:
+        args["gateway"] = False
     if replicas is not None:
         args["replicas"] = replicas
     else:
@@ -68,7 +70,7 @@ def deploy(applications: list[dict[str, Any]], host: str, port: int, blocking: b
     client.deploy_apps(schema, _blocking=blocking)
 
 
-def serve_on_ray(settings: Settings, replicas: int | None, address: str | None) -> int:
+def serve_on_ray(settings: Settings, replicas: int | None, address: str | None, gateway: bool = True) -> int:
     try:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         import ray
@@ -80,7 +82,7 @@ def serve_on_ray(settings: Settings, replicas: int | None, address: str | None) 
         print(MISSING, file=sys.stderr)
         return 2
     cpus = float(os.cpu_count() or 1)
-    raw = replica_args(settings, replicas, cpus)
+    raw = replica_args(settings, replicas, cpus, gateway)
     try:
         args = parse_args(raw)
     except ValueError as e:

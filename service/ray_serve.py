@@ -182,6 +182,15 @@ class LatentServe:
         """One HTTP request from the gateway, served by this replica's app."""
         return await call_asgi(self.app, request)
 
+    async def __call__(self, request: Request) -> Response:
+        """One HTTP request straight from Ray's proxy (the application built with gateway=false)."""
+        limit = (
+            self.settings.max_body_bytes
+            if self.settings is not None
+            else Settings.model_fields["max_body_bytes"].default
+        )
+        return answer_response(await call_asgi(self.app, await forwarded_from(request, limit)))
+
     def __del__(self) -> None:  # Ray's graceful shutdown: stop the inference threads
         app = getattr(self, "app", None)
         state = getattr(app, "state", None)
@@ -241,21 +250,7 @@ class Gateway:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, request: Request) -> Response:
-        body = bytearray()
-        async for chunk in request.stream():  # at most one byte over the limit: the replica answers the 413
-            body += chunk
-            if len(body) > self.max_body_bytes:
-                break
-        forwarded = Forwarded(
-            method=request.method,
-            path=request.scope["path"],
-            raw_path=request.scope.get("raw_path") or request.scope["path"].encode(),
-            root_path=request.scope.get("root_path", ""),
-            query_string=request.scope.get("query_string", b""),
-            headers=list(request.scope["headers"]),
-            client=tuple(request.client) if request.client else None,  # type: ignore[typeddict-item]
-            body=bytes(body),
-        )
+        forwarded = await forwarded_from(request, self.max_body_bytes)
         lost: list[str] = []
         for attempt in range(RETRIES + 1):
             try:
@@ -274,12 +269,36 @@ class Gateway:
                 continue
             except (BackPressureError, DeploymentUnavailableError) as e:
                 return unavailable(f"no latentserve replica can take the request now: {e}")
-            response = Response(content, status_code=status)
-            response.raw_headers = headers
-            return response
+            return answer_response((status, headers, content))
         return unavailable(
             f"the latentserve replica serving this request was lost, {len(lost)} times ({', '.join(lost)})"
         )
+
+
+async def forwarded_from(request: Request, max_body_bytes: int) -> Forwarded:
+    """The HTTP request, whole, as a replica's `forward` takes it."""
+    body = bytearray()
+    async for chunk in request.stream():  # at most one byte over the limit: the replica answers the 413
+        body += chunk
+        if len(body) > max_body_bytes:
+            break
+    return Forwarded(
+        method=request.method,
+        path=request.scope["path"],
+        raw_path=request.scope.get("raw_path") or request.scope["path"].encode(),
+        root_path=request.scope.get("root_path", ""),
+        query_string=request.scope.get("query_string", b""),
+        headers=list(request.scope["headers"]),
+        client=tuple(request.client) if request.client else None,  # type: ignore[typeddict-item]
+        body=bytes(body),
+    )
+
+
+def answer_response(answer: Answer) -> Response:
+    status, headers, content = answer
+    response = Response(content, status_code=status)
+    response.raw_headers = headers
+    return response
 
 
 def unavailable(reason: str) -> JSONResponse:
@@ -306,11 +325,15 @@ def deployment(args: RayArgs, user_config: dict[str, Any] | None = None) -> Appl
         "health_check_period_s": HEALTH_CHECK_PERIOD_S,  # a dead gateway is replaced as soon as a replica
     }
     autoscaling = args.autoscaling()
-    for scaled in (options, gateway):  # as many gateways as replicas: one lost costs no more than one replica
+    for scaled in (
+        (options, gateway) if args.gateway else (options,)
+    ):  # as many gateways as replicas: one lost costs no more than one replica
         if autoscaling is None:
             scaled["num_replicas"] = args.replicas
         else:
             scaled["autoscaling_config"] = autoscaling
+    if not args.gateway:
+        return serve.deployment(**options)(LatentServe).bind(args.settings_overrides())
     model = serve.deployment(**options)(LatentServe).bind(args.settings_overrides())
     return serve.deployment(**gateway)(Gateway).bind(model, settings.max_body_bytes)
 

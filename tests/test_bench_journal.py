@@ -11,7 +11,15 @@ def test_our_cells_are_reused_only_under_the_same_overrides(tmp_path):
     rows = [
         {"set": "wine", "detector": "iforest", "seed": 0, "auc": 0.8, "ap": 0.3, "seconds": 0.1},
         {"set": "wine", "detector": "ae", "seed": 0, "auc": 0.4, "ap": 0.1, "seconds": 1.0},  # an old line: {}
-        {"set": "wine", "detector": "vae", "seed": 0, "auc": 0.9, "ap": 0.4, "seconds": 1.0, "overrides": {"ensemble": 3}},
+        {
+            "set": "wine",
+            "detector": "vae",
+            "seed": 0,
+            "auc": 0.9,
+            "ap": 0.4,
+            "seconds": 1.0,
+            "overrides": {"ensemble": 3},
+        },
     ]
     journal.write_text("".join(json.dumps(r) + "\n" for r in rows))
 

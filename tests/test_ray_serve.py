@@ -88,6 +88,24 @@ def test_ray_missing_extra_is_one_line_naming_it(tmp_path: Path) -> None:
     assert cli.stderr.strip() == "latentserve serve --engine ray needs Ray Serve: pip install 'latentserve[ray]'"
 
 
+def test_ray_only_flags_without_engine_ray_say_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from service.cli import main
+
+    assert main(["serve", "--models", str(tmp_path), "--replicas", "2", "--no-gateway"]) == 2
+    assert capsys.readouterr().err.strip() == "latentserve serve: --replicas, --no-gateway need --engine ray"
+
+
+def test_ray_args_gateway_is_on_unless_turned_off(tmp_path: Path) -> None:
+    from service.ray_cli import replica_args
+    from service.settings import Settings
+
+    assert parse_args({"models": str(tmp_path)}).gateway is True
+    assert parse_args({"models": str(tmp_path), "gateway": "false"}).gateway is False
+    settings = Settings(models=tmp_path)
+    assert "gateway" not in replica_args(settings, 2, 2.0)
+    assert parse_args(replica_args(settings, 2, 2.0, gateway=False)).gateway is False
+
+
 # ----- the cluster ----------------------------------------------------------------------------------
 def publish(src: Path, dst: Path, version: int) -> Path:
     """Copy an artifact as another version (manifest rewritten), the way an export publishes one."""
@@ -226,6 +244,27 @@ def test_ray_every_endpoint_equals_plain_serve(app: str, plain: LiveServer, digi
         statuses.add(ours.status_code)
     assert statuses == {200, 400, 404, 413, 422}
     assert len(replica_statuses()) == 2, "the handle did not reach two replicas"
+
+
+@pytest.mark.ray
+def test_ray_without_gateway_serves_the_same_answers_directly(
+    cluster: str, repository: Path, plain: LiveServer, digits: np.ndarray
+) -> None:
+    """gateway=false (`--no-gateway`): Ray's proxy reaches the latentserve replicas themselves."""
+    from ray import serve
+
+    deploy("direct", "/direct", ray_args(repository, replicas=1, gateway=False))
+    try:
+        assert set(serve.status().applications["direct"].deployments) == {"latentserve"}
+        client = httpx.Client(base_url=f"{cluster}/direct", timeout=30)
+        for method, path, body in requests(digits):
+            ours, theirs = client.request(method, path, json=body), plain.client.request(method, path, json=body)
+            assert ours.status_code == theirs.status_code, (
+                f"{method} {path}: {ours.status_code} vs {theirs.status_code}"
+            )
+            assert ours.json() == theirs.json(), f"{method} {path} differs:\n{ours.text[:300]}\n{theirs.text[:300]}"
+    finally:
+        undeploy("direct")
 
 
 def post_until(url: str, stop: threading.Event, seen: collections.Counter, versions: list, lock: threading.Lock):
