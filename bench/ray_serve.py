@@ -30,6 +30,9 @@ SYSTEMS = {
     "serve": [],
     "ray-1": ["--engine", "ray", "--replicas", "1"],
     "ray-2": ["--engine", "ray", "--replicas", "2"],
+    # Ray's proxy straight to the replicas: the gateway's hop (and its retry) measured by difference
+    "ray-1-direct": ["--engine", "ray", "--replicas", "1", "--no-gateway"],
+    "ray-2-direct": ["--engine", "ray", "--replicas", "2", "--no-gateway"],
 }
 ROWS = (1, 256)
 CONNECTIONS = 8

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 OBJECT_STORE_BYTES = 128 << 20  # requests and answers travel over HTTP, not the object store
 MISSING = "latentserve serve --engine ray needs Ray Serve: pip install 'latentserve[ray]'"
 IMPORT_PATH = "service.ray_serve:build_app"
+WORKER_NICENESS = "RAY_worker_niceness"  # read by the raylet that ray.init starts
 NOT_FORWARDED = {"models", "host", "port", "api_key"}  # replicas read the key from LATENTSERVE_API_KEY
 
 
@@ -73,6 +74,10 @@ def deploy(applications: list[dict[str, Any]], host: str, port: int, blocking: b
 def serve_on_ray(settings: Settings, replicas: int | None, address: str | None, gateway: bool = True) -> int:
     try:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # Ray starts its workers (the proxy and the replicas among them) at niceness 15: on a node
+        # shared with anything busy they get almost no CPU (bench/ray_serve_results.md: 20x fewer
+        # requests/s beside one busy process). A cluster started here runs them at our priority.
+        os.environ.setdefault(WORKER_NICENESS, "0")
         import ray
         from ray import serve
 

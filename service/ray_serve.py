@@ -13,7 +13,8 @@ CPU reserved): it hands each HTTP request whole to a `latentserve` replica throu
 is what Ray's proxy does not do: when the replica dies under a request (killed, node lost, out of
 memory), Ray's proxy would answer a plain 500; the gateway sends the request again to another
 replica (every endpoint is safe to repeat: inference has no side effects, a reload is
-idempotent), and answers 503 with Retry-After only if that fails too.
+idempotent), and answers 503 with Retry-After only if that fails too. With `gateway=false` the
+proxy reaches the `latentserve` replicas directly (`LatentServe.__call__`): one hop fewer, no retry.
 
 - Each replica loads the repository in its constructor, so Ray routes to it only once its
   models are warm; its initial health check, and one every HEALTH_CHECK_PERIOD_S, raises while

@@ -5,6 +5,7 @@ Marker `ray` (about 60 s here: the cluster starts and stops once).
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -14,6 +15,17 @@ import pytest
 from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.ray
+
+
+def _command(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _niceness(proc: Path) -> int:
+    return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[16])  # field 19: nice
 
 
 def test_ray_cli_serves_reloads_on_sighup_and_stops_on_sigterm(copy_model, tmp_path: Path) -> None:
@@ -27,6 +39,10 @@ def test_ray_cli_serves_reloads_on_sighup_and_stops_on_sigterm(copy_model, tmp_p
         while "with 1 replicas (Ray)" not in server.output() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert "with 1 replicas (Ray)" in server.output()
+        # Ray's workers run at our niceness, not Ray's default 15 (starved beside any busy process)
+        replicas = [p for p in Path("/proc").glob("[0-9]*") if _command(p).startswith("ray::ServeReplica")]
+        assert replicas, "no ray::ServeReplica process found"
+        assert {_niceness(p) for p in replicas} == {os.nice(0)}
         r = server.client.post("/encode", json={"model": "digits-ae", "inputs": [[1.0] * 64]})
         assert r.status_code == 200 and r.json()["version"] == 1
         copy_model("digits-ae", root, version=2)
