@@ -58,8 +58,9 @@ def test_float_images_outside_unit_range_are_not_pixels(tmp_path, digit_images):
 
 
 def test_flat_rows_with_image_shape_and_the_hint_without(tmp_path, capsys, digit_images):
-    path = tmp_path / "flat.npy"
-    np.save(path, (digit_images.reshape(-1, 64) / 16).astype(np.float32))
+    flat = (digit_images.reshape(-1, 64) / 16).astype(np.float32)
+    path = tmp_path / "flat.csv"  # a table file: never taken for images, but the error says how
+    np.savetxt(path, flat, delimiter=",", fmt="%.4f")
     assert _train(tmp_path, "gan", "--data", str(path), "--name", "g", "--epochs", "1") == 2
     err = capsys.readouterr().err
     assert "is constant" in err and "--image-shape 8,8" in err, err
@@ -68,6 +69,37 @@ def test_flat_rows_with_image_shape_and_the_hint_without(tmp_path, capsys, digit
     assert m["image_shape"] == [8, 8] and set(m["preprocessing"]["scale"]) == {1.0}
     assert _train(tmp_path, "gan", "--data", str(path), "--name", "h", "--image-shape", "8,7") == 2
     assert "holds 56 pixels, but the rows have 64 values" in capsys.readouterr().err
+
+
+def test_flat_pixel_rows_with_constant_borders_are_taken_for_square_images(tmp_path, caplog, digit_images):
+    """(N, 64) floats in [0, 1] with constant border columns, no flag: 8x8 images (issue 15's new
+    user with an (N, 784) .npz); --allow-constant keeps them a table; the same rows centred are a table."""
+    flat = (digit_images.reshape(-1, 64) / 16).astype(np.float32)
+    path = tmp_path / "my_images.npz"
+    np.savez(path, x=flat)
+    with caplog.at_level("WARNING", logger="training.data"):
+        assert _train(tmp_path, "vae", "--data", str(path), "--name", "v", "--epochs", "1") == 0
+    assert "taken for 8x8 images" in caplog.text and "--allow-constant" in caplog.text
+    m = _manifest(tmp_path, "v")
+    assert m["image_shape"] == [8, 8] and m["preprocessing"]["method"] == "image-range"
+    assert m["likelihood"] == "bernoulli"
+    assert _train(tmp_path, "vae", "--data", str(path), "--name", "t", "--epochs", "1", "--allow-constant") == 0
+    t = _manifest(tmp_path, "t")
+    assert t["image_shape"] is None and t["preprocessing"]["method"] == "standardize"
+    centred = tmp_path / "centred.npy"
+    np.save(centred, flat - 0.5)  # negative values: not pixels, so the constant columns are an error
+    assert _train(tmp_path, "vae", "--data", str(centred), "--name", "c", "--epochs", "1") == 2
+
+
+@pytest.mark.parametrize(
+    ("shape", "constant", "expected"),
+    [((10, 784), True, (28, 28)), ((10, 784), False, None), ((10, 49), True, None), ((10, 80), True, None)],
+)
+def test_inferred_image_shape(shape, constant, expected):
+    x = np.random.default_rng(0).random(shape).astype(np.float32)
+    if constant:
+        x[:, 0] = 0.0
+    assert images.inferred_image_shape(x) == expected
 
 
 def test_image_rows_layouts():

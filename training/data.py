@@ -4,6 +4,7 @@ preprocessing fitted on training rows only. Every problem is a `DataError` namin
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from artifact.manifest import Preprocessing
 from training import columns as columns_mod
 from training import images
 
+
+log = logging.getLogger(__name__)
 
 class DataError(ValueError):
     """Unusable data; the message says what was expected and what was found."""
@@ -42,11 +45,14 @@ def load(
     columns: tuple[str, ...] | None = None,
     drop_columns: tuple[str, ...] | None = None,
     image_shape: tuple[int, ...] | None = None,
+    allow_constant: bool = False,
 ) -> Dataset:
     """`digits` (scikit-learn's bundled 8×8 digits) or a path to a .csv, .npy or .npz file.
 
     `columns` / `drop_columns`: the feature columns of a table (training/columns.py);
-    `image_shape`: (H, W[, C]) of (N, F) image rows (training/images.py)."""
+    `image_shape`: (H, W[, C]) of (N, F) image rows (training/images.py); without it, .npy/.npz rows
+    that can only be square images are taken for them (images.inferred_image_shape), unless
+    `allow_constant` (the user keeps constant columns: a table)."""
     if image_shape is not None and (columns or drop_columns):
         raise DataError("--image-shape and --columns / --drop-columns do not go together: images have no columns")
     if source == "digits":
@@ -76,6 +82,17 @@ def load(
                     raise DataError(str(e)) from None
             elif columns or drop_columns:
                 raise DataError(f"{path} holds images of shape {raw.shape}: --columns / --drop-columns need a table")
+            elif image_shape is None and not allow_constant:
+                image_shape = images.inferred_image_shape(raw)
+                if image_shape is not None:
+                    log.warning(
+                        "%s: rows of %d pixel values with constant border columns, taken for %dx%d images "
+                        "(scaled by their pixel range); pass --image-shape H,W for another shape, or "
+                        "--allow-constant to train on them as a table",
+                        path,
+                        raw.shape[1],
+                        *image_shape,
+                    )
             return _checked(_numpy_dataset(raw, str(path), image_shape))
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read {source}: {e}") from e

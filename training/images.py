@@ -1,7 +1,9 @@
 """Image arrays as training data: their layout (one image per row) and whether they hold pixels.
 
 `--data` accepts .npy/.npz arrays of shape (N, H, W), (N, C, H, W) or (N, H, W, C) (C in 1, 3, 4),
-and (N, F) with `--image-shape H,W[,C]`. Each image is flattened to one row; the manifest's
+and (N, F) with `--image-shape H,W[,C]`; (N, F) rows that can only be square images (F a square,
+pixel values, constant border columns: `inferred_image_shape`) are taken for them unless
+`--allow-constant` says they are a table. Each image is flattened to one row; the manifest's
 `image_shape` is the shape one row reshapes to (row.reshape(image_shape) is the image), so that
 a client flattens its images the same way (np.reshape(images, (len(images), -1))).
 
@@ -93,6 +95,23 @@ def channels_last(shape: tuple[int, ...] | list[int]) -> tuple[int, ...]:
     if len(shape) == 3 and shape[0] in CHANNELS and shape[2] not in CHANNELS:
         return (1, 2, 0)
     return tuple(range(len(shape)))
+
+
+def inferred_image_shape(x: np.ndarray) -> tuple[int, int] | None:
+    """(side, side) for (N, F) rows that can only be square images: F = side² (side ≥ 8), every value
+    in a pixel range, and some column constant over all rows (border pixels). Such rows would
+    otherwise be refused as a table (its constant columns); nothing that trains as a table today
+    is taken for images. None otherwise."""
+    if x.ndim != 2 or len(x) < 2:
+        return None
+    side = math.isqrt(x.shape[1])
+    if side < 8 or side * side != x.shape[1]:
+        return None
+    if pixel_range(x, np.issubdtype(x.dtype, np.integer)) is None:
+        return None
+    if not bool((x.min(axis=0) == x.max(axis=0)).any()):
+        return None
+    return side, side
 
 
 def looks_like_flat_images(x: np.ndarray) -> str | None:

@@ -41,7 +41,7 @@ def prepare(cfg: TrainConfig, ctx: Context | None = None):
 
     Large .npy/.csv files (training/sources.py) come back as MappedRows, read batch by batch."""
     cfg.check()
-    ds = sources.load(cfg.data, ctx, cfg.columns, cfg.drop_columns, cfg.image_shape)
+    ds = sources.load(cfg.data, ctx, cfg.columns, cfg.drop_columns, cfg.image_shape, cfg.allow_constant)
     rest_idx, _cal_idx = data_mod.split_calibration_index(len(ds.x), cfg.calibration_fraction, cfg.seed)
     train_at, val_at = data_mod.split_index(len(rest_idx), cfg.val_fraction, cfg.seed)
     train_idx, val_idx = rest_idx[train_at], rest_idx[val_at]

@@ -48,6 +48,7 @@ def load(
     columns: Any = None,
     drop_columns: Any = None,
     image_shape: Any = None,
+    allow_constant: bool = False,
 ) -> Dataset:
     """`training.data.load`, except large .npy/.csv files, which come back as a memory-mapped Dataset
     (without column selection or image options: those read the whole file)."""
@@ -56,9 +57,9 @@ def load(
     suffix = path.suffix.lower()
     options = (columns, drop_columns, image_shape)
     if source == "digits" or suffix not in (".npy", ".csv") or not path.is_file():
-        return data_mod.load(source, *options)
+        return data_mod.load(source, *options, allow_constant)
     if path.stat().st_size < map_bytes() or any(o is not None for o in options) or _not_a_table(path):
-        return data_mod.load(source, *options)
+        return data_mod.load(source, *options, allow_constant)
     try:
         if suffix == ".npy":
             return _checked(Dataset(_map_npy(path), str(path)), ctx)
