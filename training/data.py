@@ -15,8 +15,8 @@ from artifact.manifest import Preprocessing
 from training import columns as columns_mod
 from training import images
 
-
 log = logging.getLogger(__name__)
+
 
 class DataError(ValueError):
     """Unusable data; the message says what was expected and what was found."""
