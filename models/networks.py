@@ -31,6 +31,9 @@ def mlp(sizes: list[int], activation: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+LOGVAR_LIMIT = 30.0  # posterior log σ² bounds: σ² in [1e-13, 1e13], far beyond any fitted value
+
+
 class Encoder(nn.Module):
     """f: x -> z (deterministic, SPEC §1), or x -> (mu, logvar) when variational (SPEC §3)."""
 
@@ -45,7 +48,10 @@ class Encoder(nn.Module):
         h = self.net(x)  # (B, L) or (B, 2L)
         if self.variational:
             mu, logvar = h.chunk(2, dim=1)  # (B, L) each
-            return mu, logvar
+            # log σ² within ±LOGVAR_LIMIT: exp(logvar) stays finite for a row far outside the training
+            # range (a heavy-tailed table scaled by its IQR can put one at 5,000), whose inf would turn
+            # the whole batch's gradient to NaN even when the trimmed cost leaves that row out
+            return mu, logvar.clamp(-LOGVAR_LIMIT, LOGVAR_LIMIT)
         return h
 
 

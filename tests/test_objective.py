@@ -63,3 +63,18 @@ def test_bad_world_size_is_a_config_error(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(ConfigError, match="WORLD_SIZE must be an integer"):
         Context.from_env("cpu", 64)
+
+
+def test_a_vae_row_far_outside_the_training_range_leaves_the_gradient_finite():
+    """A heavy-tailed table scaled by its IQR can hold a row at 5,000: its posterior variance must
+    not overflow (exp(logvar) = inf), or the trimmed cost's zero weight on it turns every gradient
+    into NaN (0 · inf) and training diverges (seen on ADBench pageblocks)."""
+    cfg = TrainConfig(kind="vae", name="x").resolve(10, False, 1000)
+    torch.manual_seed(0)
+    model = build_model(cfg, 10)
+    x = torch.randn(64, 10)
+    x[:4] = 1e5 * torch.randn(4, 10)  # 4 rows (fewer than the 6 trimmed) far outside the training range
+    loss, _ = objective.trimmed_cost(objective.RowCost(model, cfg)(x), cfg.trim, Context())
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
