@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
             "ensemble",
             int,
             "train N models (seeds seed + 1000·i) served as one: the mean of their scores, each "
-            "z-normalised on the calibration rows (default 1: one model)",
+            "z-normalised on the calibration rows (default: 3 for the ae on tables, else 1)",
         ),
     ]:
         dest = opt.replace("-", "_")

@@ -83,6 +83,7 @@ def run(cfg: TrainConfig, progress: bool = True, ctx: Context | None = None, plo
         raise ConfigError("--ensemble trains its members one after the other: run it without torchrun")
     cal_idx = data_mod.split_calibration_index(len(ds.x), cfg.calibration_fraction, cfg.seed)[1]
     ckpts, firsts, fit_seconds = [], None, 0.0
+    assert cfg.ensemble is not None  # resolved
     for i in range(cfg.ensemble):
         started = time.perf_counter()
         member = cfg.member(i)
