@@ -208,6 +208,8 @@ def run(
                     entry = {"set": ds, "detector": name, "seed": seed, "auc": cell.aucs[-1], "ap": cell.aps[-1]}
                     if name in OURS:  # a journal's cells of ours are reused only under the same overrides
                         entry["overrides"] = overrides or {}
+                    if cell.flagged:
+                        entry["flagged"] = cell.flagged[-1]
                     with open(journal, "a") as f:
                         f.write(json.dumps({**entry, "seconds": seconds}) + "\n")
     return cells
@@ -227,6 +229,8 @@ def read_journal(paths: list[Path], overrides: dict | None = None) -> dict[tuple
             cell.aps.append(e["ap"])
             cell.seconds.append(e["seconds"])
             cell.seeds.append(e["seed"])
+            if "flagged" in e:
+                cell.flagged.append(e["flagged"])
     return cells
 
 
