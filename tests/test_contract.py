@@ -165,21 +165,27 @@ def test_reconstruct_says_which_rows_it_clipped(tabular_models):
 # ----- calibration on rows no training decision saw ---------------------------------------------------
 def test_threshold_flags_about_contamination_of_fresh_inlier_rows(tmp_path, digits):
     """Train on a random 1,500 digits, score the 297 it never saw: the default threshold flags
-    contamination ± 3 points of them."""
+    contamination ± 3 points of them, on average over 6 random splits. One split is too noisy to
+    judge: its 225 calibration rows and 297 fresh ones put ±2.6 points of sampling noise on the
+    share (seen here: 4.4 % to 13.1 %); six splits bring that to about ±1.1."""
     from training.cli import main as train_main
 
-    order = np.random.default_rng(0).permutation(len(digits))
-    seen, fresh = digits[order[:1500]], digits[order[1500:]]
-    data = tmp_path / "digits1500.npy"
-    np.save(data, seen)
-    argv = ["train", "ae", "--data", str(data), "--name", "d", "--models", str(tmp_path / "m")]
-    argv += ["--epochs", "15", "--scaling", "minmax", "--allow-constant", "--runs", str(tmp_path / "r"), "--quiet"]
-    assert train_main(argv) == 0
-    predictor = Predictor.open(tmp_path / "m" / "d" / "1")
-    manifest = predictor.manifest
-    assert manifest.data["calibration_rows"] == round(0.15 * 1500)
-    flagged = float(predictor.anomaly_score(fresh).is_anomaly.mean())
-    assert abs(flagged - manifest.calibration.contamination) <= 0.03, flagged
+    shares = []
+    for split in range(6):
+        order = np.random.default_rng(split).permutation(len(digits))
+        seen, fresh = digits[order[:1500]], digits[order[1500:]]
+        data = tmp_path / f"digits1500-{split}.npy"
+        np.save(data, seen)
+        models = tmp_path / f"m{split}"
+        argv = ["train", "ae", "--data", str(data), "--name", "d", "--models", str(models), "--seed", str(split)]
+        argv += ["--epochs", "15", "--scaling", "minmax", "--allow-constant", "--ensemble", "1"]
+        assert train_main([*argv, "--runs", str(tmp_path / "r"), "--quiet"]) == 0
+        predictor = Predictor.open(models / "d" / "1")
+        assert predictor.manifest.data["calibration_rows"] == round(0.15 * 1500)
+        shares.append(float(predictor.anomaly_score(fresh).is_anomaly.mean()))
+    contamination = predictor.manifest.calibration.contamination
+    assert abs(np.mean(shares) - contamination) <= 0.03, shares
+    assert all(abs(s - contamination) <= 0.08 for s in shares), shares
 
 
 # ----- memory ---------------------------------------------------------------------------------------
