@@ -176,7 +176,8 @@ def export_triton(
         if manifest.ensemble is not None:
             raise TritonExportError(
                 f"{name} version {v} is an ensemble of {len(manifest.ensemble.members)} members: export-triton "
-                "writes one model's graphs; serve ensembles with latentserve serve"
+                "writes one model's graphs; serve ensembles with latentserve serve, or train one model "
+                "(--ensemble 1; the ae on tables is an ensemble of 3 by default)"
             )
         manifests[v] = manifest
     kinds = {m.kind for m in manifests.values()}
