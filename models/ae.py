@@ -41,12 +41,9 @@ def objective(
     return cost, terms
 
 
-def reconstruction_cost(
-    model: Autoencoder, x: torch.Tensor, reconstruction: str, x_in: torch.Tensor | None = None
-) -> torch.Tensor:
-    """l(x, h(x)) per row (SPEC §1-2): MSE, or BCE from the decoder's logits. (B, F) -> (B,)
-    `x_in`: the encoder's input when it is not x (a denoising ae: x corrupted; x stays the target)."""
-    logits = model.decoder.logits(model.encoder(x if x_in is None else x_in))  # (B, F)
+def reconstruction_cost(model: Autoencoder, x: torch.Tensor, reconstruction: str) -> torch.Tensor:
+    """l(x, h(x)) per row (SPEC §1-2): MSE, or BCE from the decoder's logits. (B, F) -> (B,)"""
+    logits = model.decoder.logits(model.encoder(x))  # (B, F)
     if reconstruction == "mse":
         return losses.mse(x, logits if model.decoder.output == "identity" else torch.sigmoid(logits))
     if reconstruction == "bce":

@@ -185,11 +185,7 @@ class LatentServe:
 
     async def __call__(self, request: Request) -> Response:
         """One HTTP request straight from Ray's proxy (the application built with gateway=false)."""
-        limit = (
-            self.settings.max_body_bytes
-            if self.settings is not None
-            else Settings.model_fields["max_body_bytes"].default
-        )
+        limit = self.settings.max_body_bytes if self.settings is not None else 0  # else: the 503 app
         return answer_response(await call_asgi(self.app, await forwarded_from(request, limit)))
 
     def __del__(self) -> None:  # Ray's graceful shutdown: stop the inference threads
@@ -326,16 +322,15 @@ def deployment(args: RayArgs, user_config: dict[str, Any] | None = None) -> Appl
         "health_check_period_s": HEALTH_CHECK_PERIOD_S,  # a dead gateway is replaced as soon as a replica
     }
     autoscaling = args.autoscaling()
-    for scaled in (
-        (options, gateway) if args.gateway else (options,)
-    ):  # as many gateways as replicas: one lost costs no more than one replica
+    # as many gateways as replicas: one lost costs no more than one replica
+    for scaled in (options, gateway):
         if autoscaling is None:
             scaled["num_replicas"] = args.replicas
         else:
             scaled["autoscaling_config"] = autoscaling
-    if not args.gateway:
-        return serve.deployment(**options)(LatentServe).bind(args.settings_overrides())
     model = serve.deployment(**options)(LatentServe).bind(args.settings_overrides())
+    if not args.gateway:
+        return model
     return serve.deployment(**gateway)(Gateway).bind(model, settings.max_body_bytes)
 
 

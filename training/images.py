@@ -98,25 +98,27 @@ def channels_last(shape: tuple[int, ...] | list[int]) -> tuple[int, ...]:
 
 
 def inferred_image_shape(x: np.ndarray) -> tuple[int, int] | None:
-    """(side, side) for (N, F) rows that can only be square images: F = side² (side ≥ 8), every value
-    in a pixel range, and some column constant over all rows (border pixels). Such rows would
-    otherwise be refused as a table (its constant columns); nothing that trains as a table today
-    is taken for images. None otherwise."""
-    if x.ndim != 2 or len(x) < 2:
-        return None
-    side = math.isqrt(x.shape[1])
-    if side < 8 or side * side != x.shape[1]:
-        return None
-    if pixel_range(x, np.issubdtype(x.dtype, np.integer)) is None:
-        return None
-    if not bool((x.min(axis=0) == x.max(axis=0)).any()):
+    """(side, side) for (N, F) rows that can only be square images: pixel values with F = side²
+    (side ≥ 8), and some column constant over all rows (border pixels). Such rows would otherwise
+    be refused as a table (its constant columns); nothing that trains as a table today is taken
+    for images. None otherwise."""
+    side = _square_pixel_side(x)
+    if side is None or len(x) < 2 or not bool((x.min(axis=0) == x.max(axis=0)).any()):
         return None
     return side, side
 
 
 def looks_like_flat_images(x: np.ndarray) -> str | None:
     """A hint for (N, F) pixel data given without --image-shape: '--image-shape 28,28' when F is a square."""
+    side = _square_pixel_side(x)
+    return f"--image-shape {side},{side}" if side is not None else None
+
+
+def _square_pixel_side(x: np.ndarray) -> int | None:
+    """The side of (N, F) rows of pixel values whose F is a square of at least 8x8, else None."""
+    if x.ndim != 2:
+        return None
     side = math.isqrt(x.shape[1])
-    if side >= 8 and side * side == x.shape[1] and pixel_range(x, np.issubdtype(x.dtype, np.integer)) is not None:
-        return f"--image-shape {side},{side}"
-    return None
+    if side < 8 or side * side != x.shape[1]:
+        return None
+    return side if pixel_range(x, np.issubdtype(x.dtype, np.integer)) is not None else None

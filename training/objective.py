@@ -31,17 +31,13 @@ class RowCost(nn.Module):
         self.kind, self.beta, self.reconstruction = cfg.kind, cfg.beta, cfg.reconstruction
         self.lam = cfg.lam if cfg.kind == "rae" else 0.0
         self.penalty = cfg.penalty
-        # ae/rae denoising (extra "denoise": σ in the scaled space): training rows are corrupted by
-        # N(0, σ²) noise and the clean row is the target; evaluation and export see clean rows
-        self.denoise = float(cfg.extra.get("denoise", 0.0))
         self.term_names = ["reconstruction", "kl"] if cfg.kind == "vae" else ["reconstruction"]
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None):
         if self.kind == "vae":
             loss, rec, kl = vae.row_costs(cast(vae.VAE, self.model), x, self.beta, eps)  # (B,) each
             return loss, torch.stack([rec, kl], dim=1), None
-        x_in = x + self.denoise * torch.randn_like(x) if self.training and self.denoise > 0 else x
-        rec = ae.reconstruction_cost(cast(ae.Autoencoder, self.model), x, self.reconstruction, x_in)  # (B,)
+        rec = ae.reconstruction_cost(cast(ae.Autoencoder, self.model), x, self.reconstruction)  # (B,)
         penalty = None
         if self.lam > 0:
             penalty = self.lam * losses.weight_penalty(self.networks(), self.penalty).to(rec)
