@@ -98,8 +98,9 @@ def ae_joint_score(
 ) -> tuple[np.ndarray, np.ndarray]:
     """ae/rae score on standardised data: −log p(x, z) of the autoencoder read as a generative model,
     z ~ N(mean, C) (the latent Gaussian fitted to the training codes, the one /sample draws from) and
-    x | z ~ N(g(z), σ²I), with σ² the training residual variance, folded into the preprocessing at
-    training time so that σ = 1 here. Constants dropped:
+    x | z ~ N(g(z), σ²I), σ folded into the preprocessing at training time so that σ = 1 here: the
+    training residual's RMS ("joint"), or that σ rescaled so that both terms below have the same
+    median on the training rows ("balanced", the ae's default). Constants dropped:
 
         ½ ||x − x̂||² + ½ (z − mean)ᵀ C⁻¹ (z − mean)
 

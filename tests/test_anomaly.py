@@ -134,6 +134,42 @@ def test_percentiles_are_ranks_among_the_calibration_rows():
     assert calibration.threshold == pytest.approx(np.quantile(scores, 0.95))
 
 
+def _joint_terms(artifact: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two terms of a one-model ae/rae joint score of raw rows, from its graphs: ½‖x' − x̂'‖² and
+    ½ Mahalanobis²(z) under the manifest's latent Gaussian."""
+    model = Predictor(artifact, Backend("onnx", "cpu", threads=1), max_rows=len(x))
+    model.load()
+    xm = transforms.to_graph_inputs(x, model.manifest.preprocessing)
+    z = model.run_graph("encoder", xm)[0]
+    x_hat = model.run_graph("decoder", z)[0]
+    _, terms = scoring.ae_joint_score(xm, x_hat, z, model.manifest.latent_prior)
+    reconstruction = terms.sum(1)
+    return reconstruction, model.anomaly_score(x).scores - reconstruction
+
+
+@pytest.mark.parametrize("score", ["balanced", "joint"])
+def test_ae_joint_score_sigma_balances_the_terms_or_is_the_residual(synthetic, tmp_path, score):
+    """balanced (the ae's default on tables): σ makes both terms' medians equal on the training rows;
+    joint: σ is the training residual's RMS, so that the reconstruction term's mean is F / 2."""
+    np.save(tmp_path / "train.npy", synthetic["train"])
+    cfg = TrainConfig(
+        kind="ae", name="balance", data=str(tmp_path / "train.npy"), models=str(tmp_path / "models"),
+        runs=str(tmp_path / "runs"), ensemble=1, score=score, epochs=30,
+    )  # fmt: skip
+    result = pipeline.run(cfg, progress=False, plots=False)
+    manifest = Manifest.read(result.artifact)
+    assert manifest.calibration.method == "ae-joint-gaussian"
+    ckpt = torch.load(next((tmp_path / "runs").glob("balance-*/checkpoint.pt")), weights_only=True)
+    reconstruction, latent = _joint_terms(result.artifact, synthetic["train"])
+    ratio = np.median(reconstruction) / np.median(latent)
+    if score == "balanced":
+        assert "same median" in manifest.calibration.description
+        assert ratio == pytest.approx(1.0, rel=0.2)  # all rows here, the training split's in the fold
+    else:
+        assert ratio > 2.0  # 8 features against 2 latent dimensions: the plain joint score is unbalanced
+    assert ckpt["config"]["score"] == score
+
+
 # ----- the score math ---------------------------------------------------------------------------
 def test_ae_joint_score_is_reconstruction_plus_latent_mahalanobis():
     rng = np.random.default_rng(0)

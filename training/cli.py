@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         (
             "score",
             str,
-            "anomaly score: ae/rae joint or reconstruction, vae elbo-draws or elbo, gan search or discriminator",
+            "anomaly score: ae/rae balanced (the ae's default on tables), joint or reconstruction, "
+            "vae elbo-draws or elbo, gan search or discriminator",
         ),
         (
             "ensemble",

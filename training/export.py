@@ -157,6 +157,11 @@ def _score_method(cfg: TrainConfig) -> tuple[str, str]:
             "½‖x − x̂‖² + ½ Mahalanobis²(z) under the latent Gaussian, in model space scaled so that "
             "the training residual has unit variance"
         )
+    if cfg.kind in ("ae", "rae") and cfg.score == "balanced":
+        return "ae-joint-gaussian", (
+            "½‖x − x̂‖² + ½ Mahalanobis²(z) under the latent Gaussian, in model space scaled so that "
+            "both terms have the same median on the training rows"
+        )
     if cfg.kind in ("ae", "rae"):
         return f"reconstruction-{cfg.reconstruction}", "mean per-feature reconstruction error in model space"
     if cfg.kind == "vae" and cfg.score == "elbo-draws":
