@@ -7,7 +7,9 @@ The halves are the ten ODDS sets of ../shared/data/odds and the twelve ADBench s
 ../shared/data/adbench (paths relative to the repository root's parent; a missing file is an
 error, never a skipped set). Defaults are chosen on one half and confirmed on the other: the
 report gives every figure per half. `--quick`: one seed, sets subsampled (stratified) to at
-most 3000 rows, for iteration; `--set trim=0.2` passes a TrainConfig override to our kinds.
+most 3000 rows, for iteration; `--set trim=0.2` passes a TrainConfig override to our kinds;
+`--jobs 2` (the default on 2 or more cores) runs two cells at once, each in its own process on one
+thread, so that a fit's seconds stay one core's.
 
 The protocol of ../shared/data/README.md: for each seed a stratified 60/40 split
 (`train_test_split(stratify=y, random_state=seed)`), every detector fitted on the train split
@@ -166,6 +168,27 @@ def load(name: str, max_rows: int | None = None) -> tuple[np.ndarray, np.ndarray
     return x, y
 
 
+def _cell(
+    ds: str, seed: int, name: str, max_rows: int | None, overrides: dict | None
+) -> tuple[np.ndarray, np.ndarray, float, float | None]:
+    """One (set, seed, detector): (test labels, scores, training seconds, served threshold or None).
+    A module-level function, so that `--jobs` worker processes can run it."""
+    x, y = load(ds, max_rows)
+    x_train, x_test, _y_train, y_test = train_test_split(x, y, test_size=0.4, stratify=y, random_state=seed)
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores, seconds, threshold = detectors([name], overrides)[name](x_train, x_test, seed, Path(tmp))
+    return y_test, scores, seconds, threshold  # _y_train is never passed on
+
+
+def _one_thread() -> None:
+    """Each worker process (and the run itself): one thread for torch and OpenMP, as the fits are timed."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def run(
     datasets: list[str],
     names: list[str],
@@ -175,43 +198,56 @@ def run(
     overrides: dict | None = None,
     journal: Path | None = None,
     reused: dict[tuple[str, str], Cell] | None = None,
+    jobs: int = 1,
 ) -> dict[tuple[str, str], Cell]:
     """Every (set, detector) cell; those in `reused` (an earlier run's journal) are not run again.
-    Each finished seed is appended to `journal` (JSON lines), so that an interrupted run keeps its figures."""
+    Each finished seed is appended to `journal` (JSON lines), so that an interrupted run keeps its figures.
+    `jobs` > 1: that many worker processes, one cell each at a time (one thread each)."""
     cells: dict[tuple[str, str], Cell] = {k: v for k, v in (reused or {}).items() if k[0] in datasets}
-    scorers = detectors(names, overrides)
-    for ds in datasets:
-        x, y = load(ds, max_rows)
-        for seed in range(seeds):
-            x_train, x_test, _y_train, y_test = train_test_split(x, y, test_size=0.4, stratify=y, random_state=seed)
-            for name, scorer in scorers.items():
-                if (ds, name) in cells and seed in cells[ds, name].seeds:
-                    continue  # reused from a journal
-                with tempfile.TemporaryDirectory(prefix="bench-") as tmp, warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    scores, seconds, threshold = scorer(x_train, x_test, seed, Path(tmp))  # _y_train is never passed on
-                cell = cells.setdefault((ds, name), Cell())
-                if threshold is not None:
-                    cell.flagged.append(float((scores[y_test == 0] > threshold).mean()))
-                cell.aucs.append(float(roc_auc_score(y_test, scores)))
-                cell.aps.append(float(average_precision_score(y_test, scores)))
-                cell.seconds.append(seconds)
-                cell.seeds.append(seed)
-                if seed == 0:
-                    fpr, tpr, _ = roc_curve(y_test, scores)
-                    cell.roc = (fpr, tpr)
-                log(
-                    f"{ds:16s} seed {seed} {name:8s} AUC {cell.aucs[-1]:.3f} AP {cell.aps[-1]:.3f} "
-                    f"(train {seconds:.1f} s)"
-                )
-                if journal is not None:
-                    entry = {"set": ds, "detector": name, "seed": seed, "auc": cell.aucs[-1], "ap": cell.aps[-1]}
-                    if name in OURS:  # a journal's cells of ours are reused only under the same overrides
-                        entry["overrides"] = overrides or {}
-                    if cell.flagged:
-                        entry["flagged"] = cell.flagged[-1]
-                    with open(journal, "a") as f:
-                        f.write(json.dumps({**entry, "seconds": seconds}) + "\n")
+    tasks = [
+        (ds, seed, name)
+        for ds in datasets
+        for seed in range(seeds)
+        for name in names
+        if not ((ds, name) in cells and seed in cells[ds, name].seeds)  # reused from a journal
+    ]
+
+    def record(ds: str, seed: int, name: str, y_test, scores, seconds: float, threshold: float | None) -> None:
+        cell = cells.setdefault((ds, name), Cell())
+        if threshold is not None:
+            cell.flagged.append(float((scores[y_test == 0] > threshold).mean()))
+        cell.aucs.append(float(roc_auc_score(y_test, scores)))
+        cell.aps.append(float(average_precision_score(y_test, scores)))
+        cell.seconds.append(seconds)
+        cell.seeds.append(seed)
+        if seed == 0:
+            fpr, tpr, _ = roc_curve(y_test, scores)
+            cell.roc = (fpr, tpr)
+        log(f"{ds:16s} seed {seed} {name:8s} AUC {cell.aucs[-1]:.3f} AP {cell.aps[-1]:.3f} (train {seconds:.1f} s)")
+        if journal is not None:
+            entry = {"set": ds, "detector": name, "seed": seed, "auc": cell.aucs[-1], "ap": cell.aps[-1]}
+            if name in OURS:  # a journal's cells of ours are reused only under the same overrides
+                entry["overrides"] = overrides or {}
+            if threshold is not None:
+                entry["flagged"] = cell.flagged[-1]
+            with open(journal, "a") as f:
+                f.write(json.dumps({**entry, "seconds": seconds}) + "\n")
+
+    if jobs <= 1:
+        for ds, seed, name in tasks:
+            record(ds, seed, name, *_cell(ds, seed, name, max_rows, overrides))
+        return cells
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn: a fresh interpreter per worker (forking a process that has run torch can deadlock)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_one_thread) as pool:
+        futures = {
+            pool.submit(_cell, ds, seed, name, max_rows, overrides): (ds, seed, name) for ds, seed, name in tasks
+        }
+        for future in as_completed(futures):
+            record(*futures[future], *future.result())
     return cells
 
 
@@ -358,6 +394,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="TrainConfig override for our kinds (JSON value)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="cells run at once, each in its own process on one thread (default: 2, or 1 on one core)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for results.md and roc.png")
     args = parser.parse_args(argv)
     datasets = args.datasets or (list(DATASETS) if args.half == "both" else list(HALVES[args.half]))
@@ -371,16 +413,14 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key] = value
     seeds, max_rows = (args.seeds or 1, QUICK_ROWS) if args.quick else (args.seeds or 3, None)
 
-    import torch
-
-    torch.set_num_threads(1)  # small MLPs; the machine is shared
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _one_thread()  # small MLPs; the machine is shared
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     journal = args.out / "cells.jsonl"
     journal.unlink(missing_ok=True)
     reused = read_journal(args.reuse, overrides)
-    cells = run(datasets, args.detectors, seeds, lambda s: print(s, flush=True), max_rows, overrides, journal, reused)
+    log = partial(print, flush=True)
+    cells = run(datasets, args.detectors, seeds, log, max_rows, overrides, journal, reused, max(1, args.jobs))
     wall = time.perf_counter() - start
     names = [n for n in (*OURS, *BASELINES) if n in args.detectors or all((d, n) in cells for d in datasets)]
     text = markdown(cells, datasets, names, seeds, wall)

@@ -1,9 +1,10 @@
 """bench/anomaly.py's journal reuse: baselines are reused from any run, our kinds only under the same
-overrides (a run with `--set scaling=robust` must not pick up the defaults' cells)."""
+overrides (a run with `--set scaling=robust` must not pick up the defaults' cells); `--jobs 2` gives
+the cells one process gives."""
 
 import json
 
-from bench.anomaly import read_journal
+from bench.anomaly import read_journal, run
 
 
 def test_our_cells_are_reused_only_under_the_same_overrides(tmp_path):
@@ -30,3 +31,25 @@ def test_our_cells_are_reused_only_under_the_same_overrides(tmp_path):
     ens = read_journal([journal], {"ensemble": 3})
     assert set(ens) == {("wine", "iforest"), ("wine", "vae")}
     assert ens["wine", "vae"].aucs == [0.9] and ens["wine", "vae"].seeds == [0]
+
+
+def test_two_worker_processes_give_the_cells_and_journal_of_one(tmp_path):
+    """IsolationForest on two small sets of ../shared/data, two seeds: the same AUCs, APs and journal
+    lines either way (only the order of the journal's lines may differ)."""
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    quiet = lambda line: None  # noqa: E731
+    a = run(["glass", "wine"], ["iforest"], 2, quiet, journal=one, jobs=1)
+    b = run(["glass", "wine"], ["iforest"], 2, quiet, journal=two, jobs=2)
+    assert set(a) == set(b) == {("glass", "iforest"), ("wine", "iforest")}
+    for key in a:
+        by_seed = lambda cell: sorted(zip(cell.seeds, cell.aucs, cell.aps))  # noqa: E731
+        assert by_seed(a[key]) == by_seed(b[key])
+        assert a[key].roc is not None and b[key].roc is not None
+
+    def lines(path):
+        return sorted(
+            json.dumps({k: v for k, v in json.loads(x).items() if k != "seconds"})
+            for x in path.read_text().splitlines()
+        )
+
+    assert lines(one) == lines(two) and len(lines(one)) == 4
