@@ -78,8 +78,9 @@ class TrainConfig:
     # for standardised data (σ is folded into the scaling at the end, see train.fold_noise), else unit
     noise: str | None = None
     # anomaly score: ae/rae joint (reconstruction + latent Mahalanobis, standardised data), balanced
-    # (the same, σ set so that both terms have the same median on the training rows) or reconstruction; vae elbo-draws (16 fixed posterior draws) or elbo (z = mu); gan search
-    # (latent search through G) or discriminator (−log D(x))
+    # (the same, σ set so that both terms have the same median on the training rows; the ae's
+    # default on tables) or reconstruction; vae elbo-draws (16 fixed posterior draws) or elbo
+    # (z = mu); gan search (latent search through G) or discriminator (−log D(x))
     score: str | None = None
     spectral_norm: bool = True  # gan: spectral normalisation of D's layers (see models/networks.py)
     allow_constant: bool = False  # keep zero-variance columns (scale 1) instead of refusing
