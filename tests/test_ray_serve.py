@@ -353,13 +353,16 @@ def test_ray_killed_replica_is_replaced_under_load_and_no_request_fails(app: str
 
 @pytest.mark.ray
 def test_ray_killed_gateway_is_replaced_under_load(app: str, record_property) -> None:
-    """The gateway holds no models; Ray's proxy answers 500 to the requests it held when it died."""
+    """The gateway holds no models. The requests it held when it died are lost: Ray's proxy answers
+    them 500, or (seen once in clean-clone CI) never answers one, which ends in the client's timeout."""
     seen, replaced_after = kill_one_under_load(app, "gateway")
     counts = {str(k): v for k, v in seen.items()}
     record_property("gateway_kill_counts", counts)
     print(f"\nkill one of 2 gateway replicas under {CLIENTS} clients: {counts}, replaced after {replaced_after:.1f} s")
-    assert set(seen) <= {200, "503", "proxy 500"}, f"unexpected answers: {counts}"
-    assert seen["proxy 500"] <= CLIENTS, counts  # at most the requests it held then, one per client
+    assert set(seen) <= {200, "503", "proxy 500", "ReadTimeout"}, f"unexpected answers: {counts}"
+    assert seen[200] > 0, counts
+    lost = seen["proxy 500"] + seen["ReadTimeout"]
+    assert lost <= CLIENTS, counts  # at most the requests it held then, one per client
 
 
 @pytest.mark.ray
