@@ -152,15 +152,13 @@ def _likelihood(cfg: TrainConfig) -> str:
 def _score_method(cfg: TrainConfig) -> tuple[str, str]:
     """The score's name (artifact.scores.anomaly_scores computes it) and a one-line description.
     Checkpoints from before `score` existed get the scores they were made with."""
-    if cfg.kind in ("ae", "rae") and cfg.score == "joint":
+    if cfg.kind in ("ae", "rae") and cfg.score in ("joint", "balanced"):
+        scaled = {
+            "joint": "the training residual has unit variance",
+            "balanced": "both terms have the same median on the training rows",
+        }[cfg.score]
         return "ae-joint-gaussian", (
-            "½‖x − x̂‖² + ½ Mahalanobis²(z) under the latent Gaussian, in model space scaled so that "
-            "the training residual has unit variance"
-        )
-    if cfg.kind in ("ae", "rae") and cfg.score == "balanced":
-        return "ae-joint-gaussian", (
-            "½‖x − x̂‖² + ½ Mahalanobis²(z) under the latent Gaussian, in model space scaled so that "
-            "both terms have the same median on the training rows"
+            f"½‖x − x̂‖² + ½ Mahalanobis²(z) under the latent Gaussian, in model space scaled so that {scaled}"
         )
     if cfg.kind in ("ae", "rae"):
         return f"reconstruction-{cfg.reconstruction}", "mean per-feature reconstruction error in model space"

@@ -13,13 +13,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from artifact.manifest import Preprocessing
+from artifact.manifest import LatentPrior, Preprocessing
+from artifact.scores import ae_joint_score
 from models import ae, gan, losses, vae
 from training import distributed, objective
 from training import rows as rows_mod
 from training.config import TrainConfig
 from training.distributed import Context
-from training.passes import PRIOR_JITTER
+from training.passes import training_stats
 from training.progress import Progress
 
 
@@ -133,14 +134,16 @@ def noise_scale(
     """σ (F,) of the Gaussian p(x|z) = N(x̂, diag σ²) in model space, where the score needs one:
     the vae's learned σ; for the ae/rae joint score the RMS residual over all training rows (the
     maximum-likelihood σ of the fitted decoder; over the trimmed rows only, σ comes out smaller, the
-    latent term weighs less, and the scores are worse); for the balanced score that σ times
-    √(median reconstruction term / median latent term) on the training rows, so that both terms have
-    the same median there (`_median_ratio`). None where nothing is to be folded.
+    latent term weighs less, and the scores are worse); for the balanced score the σ under which
+    both terms have the same median on the training rows (`_balanced_sigma`). None where nothing is
+    to be folded.
     Computed on the model's device, in chunks; with N ranks every rank joins and gets the same σ."""
     n_features = x_train.shape[1]
     if cfg.kind == "vae" and cfg.noise != "unit":
         return torch.exp(0.5 * model.logvar_x()).expand(n_features).double().cpu().numpy()
-    if cfg.kind in ("ae", "rae") and cfg.score in ("joint", "balanced"):
+    if cfg.kind in ("ae", "rae") and cfg.score == "balanced":
+        return np.full(n_features, _balanced_sigma(cfg, model, x_train))
+    if cfg.kind in ("ae", "rae") and cfg.score == "joint":
         ctx = ctx or Context()
         param = next(model.parameters())
 
@@ -149,32 +152,31 @@ def noise_scale(
             return {"sse": losses.mse(xt, model(xt)).double().sum().cpu()}
 
         sse = rows_mod.reduce_chunks(x_train, ctx, residual)["sse"]
-        sigma = math.sqrt(float(sse) / (len(x_train) * n_features))
-        if cfg.score == "balanced":
-            sigma *= math.sqrt(_median_ratio(model, x_train, sigma))
-        return np.full(n_features, sigma)
+        return np.full(n_features, math.sqrt(float(sse) / (len(x_train) * n_features)))
     return None
 
 
-BALANCE_ROWS = 10000  # training rows (evenly spaced) whose median terms set the joint score's balance
+BALANCE_ROWS = 10000  # training rows (evenly spaced) whose median terms set the balanced score's σ
 
 
 @torch.no_grad()
-def _median_ratio(model: nn.Module, x_train: rows_mod.Source, sigma: float) -> float:
-    """median(½‖x − x̂‖² / σ²) / median(½ Mahalanobis²(z)) over up to BALANCE_ROWS training rows, the
-    latent Gaussian fitted to their codes. Every rank reads the same rows and gets the same ratio."""
+def _balanced_sigma(cfg: TrainConfig, model: nn.Module, x_train: rows_mod.Source) -> float:
+    """σ = √(median ½‖x − x̂‖² / median ½ Mahalanobis²(z)) over up to BALANCE_ROWS training rows:
+    in x / σ the two terms of the served joint score (`scores.ae_joint_score`, under the latent
+    Gaussian `passes.training_stats` fits to these rows' codes) have the same median. Every rank
+    reads the same rows and gets the same σ."""
     n = len(x_train)
     idx = np.unique(np.linspace(0, n - 1, min(n, BALANCE_ROWS)).astype(np.int64))
     x = x_train.take(idx) if isinstance(x_train, rows_mod.MappedRows) else np.asarray(x_train[idx], dtype=np.float32)
-    param = next(model.parameters())
-    xt = torch.from_numpy(x).to(param)
-    code = model.encoder(xt)
-    rec = 0.5 * ((xt - model.decoder(code)) ** 2).double().sum(1) / sigma**2
-    z = code.double()
-    zc = z - z.mean(0)
-    cov = zc.T @ zc / max(len(z) - 1, 1) + PRIOR_JITTER * torch.eye(z.shape[1], dtype=z.dtype, device=z.device)
-    lat = 0.5 * (zc * torch.linalg.solve(cov, zc.T).T).sum(1)
-    return float(rec.median().clamp_min(1e-12) / lat.median().clamp_min(1e-12))
+    prior = training_stats(cfg, model, x).prior  # one process's pass over these rows alone
+    assert prior is not None
+    xt = torch.from_numpy(x).to(next(model.parameters()))
+    z = model.encoder(xt)
+    x_hat = model.decoder(z)
+    scores, terms = ae_joint_score(x, x_hat.cpu().numpy(), z.cpu().numpy(), LatentPrior(**prior))
+    reconstruction = terms.sum(axis=1)  # (B,)
+    latent = scores - reconstruction  # (B,)
+    return math.sqrt(max(float(np.median(reconstruction)), 1e-24) / max(float(np.median(latent)), 1e-12))
 
 
 @torch.no_grad()
