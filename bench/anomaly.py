@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     journal.unlink(missing_ok=True)
     reused = read_journal(args.reuse, overrides)
     log = partial(print, flush=True)
-    cells = run(datasets, args.detectors, seeds, log, max_rows, overrides, journal, reused, max(1, args.jobs))
+    cells = run(datasets, args.detectors, seeds, log, max_rows, overrides, journal, reused, args.jobs)
     wall = time.perf_counter() - start
     names = [n for n in (*OURS, *BASELINES) if n in args.detectors or all((d, n) in cells for d in datasets)]
     text = markdown(cells, datasets, names, seeds, wall)
