@@ -315,12 +315,15 @@ def kill_one_under_load(app: str, deployment: str) -> tuple[collections.Counter,
         victim = replicas[0]
         ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
         killed_at = time.monotonic()
-        deadline = killed_at + 120  # a new replica starts on 2 cores that 8 clients keep busy
+        deadline, noticed = killed_at + 120, False
         while time.monotonic() < deadline:
             time.sleep(0.5)
             states = deployment_status(deployment=deployment).replica_states
             names = [a["name"] for a in replicas_of(deployment)]
-            if states == {"RUNNING": 2} and len(names) == 2 and victim["name"] not in names:
+            # serve.status() lags the actor list: it can still say 2 RUNNING while the new replica is
+            # STARTING. Wait for it to have seen the loss, then for 2 RUNNING again.
+            noticed = noticed or states != {"RUNNING": 2}
+            if noticed and states == {"RUNNING": 2} and len(names) == 2 and victim["name"] not in names:
                 break
         replaced_after = time.monotonic() - killed_at
         at_replacement = sum(seen.values())
