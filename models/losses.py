@@ -29,13 +29,18 @@ def bce_with_logits(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=1)
 
 
+def penalised_weights(modules: list[nn.Module]) -> list[torch.Tensor]:
+    """The weight matrices Ω(W) sums over: every Linear layer's, never a bias."""
+    return [m.weight for mod in modules for m in mod.modules() if isinstance(m, nn.Linear)]
+
+
 def weight_penalty(modules: list[nn.Module], norm: str) -> torch.Tensor:
     """SPEC §2: Ω_L1(W) = Σ|W_ij| or Ω_L2(W) = Σ W_ij² over the weight matrices only (never biases).
 
     A scalar: the penalty belongs to the parameters, not to a sample; the RAE cost adds λ·Ω
     to the batch mean of the reconstruction cost.
     """
-    weights = [m.weight for mod in modules for m in mod.modules() if isinstance(m, nn.Linear)]
+    weights = penalised_weights(modules)
     if norm == "l1":
         return sum((w.abs().sum() for w in weights), torch.zeros(()))
     if norm == "l2":

@@ -6,6 +6,8 @@ F features, L latent dimensions.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
@@ -29,6 +31,36 @@ def mlp(sizes: list[int], activation: str) -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
+
+
+# σ² of a Gaussian p(x|z) never falls below 1e-2 (σ ≥ 0.1 model-space units, a tenth of a standard
+# deviation on standardised data): a feature the decoder predicts exactly cannot drive the likelihood to ∞.
+LOGVAR_X_FLOOR = math.log(1e-2)
+
+
+class GaussianNoise(nn.Module):
+    """The σ of a Gaussian decoder p(x|z) = N(x̂, diag σ²): unit (no parameter), or learned per
+    feature or shared, as log σ² above LOGVAR_X_FLOOR. The vae's and the ae/rae's alike; kept as
+    the `raw_logvar_x` parameter of the model that mixes it in."""
+
+    raw_logvar_x: nn.Parameter | None
+
+    def init_noise(self, noise: str, n_features: int, gaussian: bool) -> None:
+        width = {"feature": n_features, "shared": 1}.get(noise)
+        self.raw_logvar_x = nn.Parameter(torch.zeros(width)) if width and gaussian else None
+
+    def logvar_x(self) -> torch.Tensor | None:
+        """log σ² of p(x|z) (F,) or (1,), floored smoothly at LOGVAR_X_FLOOR; 0 (σ = 1) at start."""
+        if self.raw_logvar_x is None:
+            return None
+        return LOGVAR_X_FLOOR + torch.nn.functional.softplus(self.raw_logvar_x - LOGVAR_X_FLOOR)
+
+    @torch.no_grad()
+    def set_unit_noise(self) -> None:
+        """σ = 1 (log σ² = 0), once σ is folded into the data's scale (training.train.fold_noise)."""
+        if self.raw_logvar_x is not None:
+            floor = LOGVAR_X_FLOOR
+            self.raw_logvar_x.fill_(floor + math.log(math.expm1(-floor)))  # softplus⁻¹(−floor)
 
 
 LOGVAR_LIMIT = 30.0  # posterior log σ² bounds: σ² in [1e-13, 1e13], far beyond any fitted value

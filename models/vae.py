@@ -8,14 +8,10 @@ import torch
 from torch import nn
 
 from models import losses
-from models.networks import Decoder, Encoder
-
-# σ² of p(x|z) never falls below 1e-2 (σ ≥ 0.1 model-space units, a tenth of a standard deviation
-# on standardised data): a feature the decoder predicts exactly cannot drive the likelihood to ∞.
-LOGVAR_X_FLOOR = math.log(1e-2)
+from models.networks import Decoder, Encoder, GaussianNoise
 
 
-class VAE(nn.Module):
+class VAE(GaussianNoise):
     def __init__(
         self,
         n_features: int,
@@ -30,8 +26,7 @@ class VAE(nn.Module):
         self.likelihood = likelihood
         self.noise = noise
         # Gaussian decoder variance: unit, or learned per feature / shared (log σ², above a floor).
-        width = {"feature": n_features, "shared": 1}.get(noise)
-        self.raw_logvar_x = nn.Parameter(torch.zeros(width)) if width and likelihood == "gaussian" else None
+        self.init_noise(noise, n_features, likelihood == "gaussian")
         self.encoder = Encoder(n_features, hidden, latent_dim, activation, variational=True)
         self.decoder = Decoder(latent_dim, hidden[::-1], n_features, activation, output)
 
@@ -48,19 +43,6 @@ class VAE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mu, logvar = self.encode(x)
         return self.decode(self.reparameterize(mu, logvar))
-
-    def logvar_x(self) -> torch.Tensor | None:
-        """log σ² of p(x|z) (F,) or (1,), floored smoothly at LOGVAR_X_FLOOR; 0 (σ = 1) at start."""
-        if self.raw_logvar_x is None:
-            return None
-        return LOGVAR_X_FLOOR + torch.nn.functional.softplus(self.raw_logvar_x - LOGVAR_X_FLOOR)
-
-    @torch.no_grad()
-    def set_unit_noise(self) -> None:
-        """σ = 1 (log σ² = 0), once σ is folded into the data's scale (training.train.fold_noise)."""
-        if self.raw_logvar_x is not None:
-            floor = LOGVAR_X_FLOOR
-            self.raw_logvar_x.fill_(floor + math.log(math.expm1(-floor)))  # softplus⁻¹(−floor)
 
     def graphs(self) -> dict[str, nn.Module]:
         return {"encoder": self.encoder, "decoder": self.decoder}

@@ -20,12 +20,50 @@ def test_trimmed_cost_with_one_rank_is_the_models_objective(kind, trim):
     torch.manual_seed(0)
     model = build_model(cfg, 16)
     x = torch.randn(50, 16)
-    loss, logs = objective.trimmed_cost(objective.RowCost(model, cfg)(x), trim, Context())
+    cost = objective.RowCost(model, cfg)
+    loss, logs = objective.trimmed_cost(cost(x), trim, Context())
     expected, terms = ae.objective(
         model, x, "mse", "l2" if kind == "rae" else None, cfg.lam if kind == "rae" else 0.0, trim
     )
+    if kind == "rae":  # its L2 penalty is the optimizer's weight decay, not in the back-propagated loss
+        assert cost.decoupled
+        expected = expected - terms["penalty"]
+        assert cost.with_decay({"loss": 1.0})["penalty"] == pytest.approx(terms["penalty"].item(), rel=1e-6)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert logs[1].item() == pytest.approx(terms["reconstruction"].item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("penalty", ["l2", "l1"])
+def test_rae_training_steps_are_those_of_its_penalised_objective(penalty, optimizer):
+    """The rae's steps with its L2 penalty as weight decay 2λ on the weight matrices (biases
+    untouched) equal the steps of back-propagating J = mean l + λΣW² (SPEC §2); L1 is back-propagated."""
+    from training.train import make_optimizer
+
+    cfg = TrainConfig(kind="rae", name="x", lam=5e-2, penalty=penalty, optimizer=optimizer, trim=0.1)
+    cfg = cfg.resolve(16, False, 1000)
+    torch.manual_seed(0)
+    ours, reference = build_model(cfg, 16), build_model(cfg, 16)
+    reference.load_state_dict(ours.state_dict())
+    cost = objective.RowCost(ours, cfg)
+    opt = make_optimizer(cfg, ours.parameters(), cost.decayed_weights())
+    ref_opt = make_optimizer(cfg, reference.parameters())
+    assert cost.decoupled == (penalty == "l2")
+    initial = [p.detach().clone() for p in ours.parameters()]
+    for step in range(5):
+        x = torch.randn(50, 16, generator=torch.Generator().manual_seed(step))
+        losses = (
+            (opt, objective.trimmed_cost(cost(x), cfg.trim, Context())[0]),
+            (ref_opt, ae.objective(reference, x, "mse", penalty, cfg.lam, cfg.trim)[0]),
+        )
+        for optim, loss in losses:
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+    moved = max((a - b).abs().max().item() for a, b in zip(ours.parameters(), initial))
+    assert moved > 1e-3  # the steps did something
+    for (name, a), b in zip(ours.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_keep_mask_breaks_ties_by_the_lower_row():

@@ -147,10 +147,10 @@ class TrainConfig:
         score = self.score or (
             DEFAULT_SCORES[self.kind] if self.kind in ("vae", "gan") or foldable else "reconstruction"
         )
-        if noise != "unit" and not (self.kind == "vae" and gaussian and unscaled_out):
+        if noise != "unit" and not (self.kind != "gan" and foldable):
             raise ConfigError(
-                f"--noise {noise} needs a vae with a gaussian likelihood on standard, robust "
-                f"or no scaling (it folds into the scale), not {self.kind} with {scaling} scaling"
+                f"--noise {noise} needs a vae with a gaussian likelihood, or an ae/rae with mse, on standard, "
+                f"robust or no scaling (it folds into the scale), not {self.kind} with {scaling} scaling"
             )
         if score in ("joint", "balanced") and not foldable:
             raise ConfigError(f"--score {score} needs mse on standard, robust or no scaling, not {scaling} scaling")

@@ -6,7 +6,9 @@ average over N ranks is the single-process trimmed mean (SPEC §1-3 costs, model
 
     J = (1/k) Σ_{i ∈ kept(global batch)} l_i + λΩ(W),   rank r back-propagates  N/k Σ_{i ∈ kept ∩ r} l_i + λΩ(W)
 
-so that (1/N) Σ_r J_r = J: the k kept rows are the k lowest costs of the whole global batch.
+so that (1/N) Σ_r J_r = J: the k kept rows are the k lowest costs of the whole global batch. The
+rae's L2 penalty reaches the weights as the optimizer's weight decay 2λW, the same gradient
+(train.make_optimizer); its L1 penalty is back-propagated.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class RowCost(nn.Module):
         self.kind, self.beta, self.reconstruction = cfg.kind, cfg.beta, cfg.reconstruction
         self.lam = cfg.lam if cfg.kind == "rae" else 0.0
         self.penalty = cfg.penalty
+        # L2: its gradient 2λW is the optimizer's weight decay (train.make_optimizer), so the
+        # batches' graphs leave the penalty out; its value is logged once per epoch (`with_decay`)
+        # and enters the validation cost as before. L1 is back-propagated.
+        self.decoupled = self.lam > 0 and self.penalty == "l2"
         self.term_names = ["reconstruction", "kl"] if cfg.kind == "vae" else ["reconstruction"]
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None):
@@ -39,17 +45,33 @@ class RowCost(nn.Module):
             return loss, torch.stack([rec, kl], dim=1), None
         rec = ae.reconstruction_cost(cast(ae.Autoencoder, self.model), x, self.reconstruction)  # (B,)
         penalty = None
-        if self.lam > 0:
-            penalty = self.lam * losses.weight_penalty(self.networks(), self.penalty).to(rec)
+        if self.lam > 0 and not self.decoupled:
+            penalty = self.penalty_value().to(rec)
         return rec, rec[:, None], penalty
 
     def networks(self) -> list[nn.Module]:
         return [cast(nn.Module, self.model.encoder), cast(nn.Module, self.model.decoder)]
 
+    def penalty_value(self) -> torch.Tensor:
+        """λ·Ω(W) (SPEC §2), a scalar."""
+        return self.lam * losses.weight_penalty(self.networks(), self.penalty)
+
+    def decayed_weights(self) -> list[torch.Tensor]:
+        """The weight matrices whose L2 penalty the optimizer applies as weight decay (else none)."""
+        return losses.penalised_weights(self.networks()) if self.decoupled else []
+
+    @torch.no_grad()
+    def with_decay(self, logs: dict[str, float]) -> dict[str, float]:
+        """An epoch's training logs with the decoupled penalty's value (at the epoch's end) added."""
+        if not self.decoupled:
+            return logs
+        penalty = float(self.penalty_value())
+        return {**logs, "loss": logs["loss"] + penalty, "penalty": penalty}
+
     @property
-    def log_names(self) -> list[str]:
-        """Names of `trimmed_cost`'s log vector: the loss, each term, then the penalty (rae with λ > 0)."""
-        return ["loss", *self.term_names, *(["penalty"] if self.lam > 0 else [])]
+    def batch_log_names(self) -> list[str]:
+        """Names of `trimmed_cost`'s log vector: the loss, each term, then the back-propagated penalty."""
+        return ["loss", *self.term_names, *(["penalty"] if self.lam > 0 and not self.decoupled else [])]
 
 
 def trimmed_cost(out, trim: float, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,6 +107,8 @@ def validation_cost(cost: RowCost, cfg: TrainConfig, rows, ctx: Context, chunk: 
         b = min(stop, a + chunk)
         eps = eps_all[a:b].to(ctx.device) if eps_all is not None else None
         c, t, penalty = cost(rows.take(a, b), eps)
+        if cost.decoupled:
+            penalty = cost.penalty_value().to(c)
         parts_c.append(c)
         parts_t.append(t)
     if not parts_c:  # a rank with no validation rows (fewer rows than ranks)
@@ -94,7 +118,7 @@ def validation_cost(cost: RowCost, cfg: TrainConfig, rows, ctx: Context, chunk: 
             [torch.zeros(0, width, device=ctx.device, dtype=rows.dtype)],
         )
         if cost.lam > 0:
-            penalty = cost.lam * losses.weight_penalty(cost.networks(), cost.penalty).to(parts_c[0])
+            penalty = cost.penalty_value().to(parts_c[0])
     costs = ctx.gather_rows(torch.cat(parts_c))  # (N_val,) every rank alike
     terms = ctx.gather_rows(torch.cat(parts_t))  # (N_val, T)
     trim = float(cfg.trim or 0.0)

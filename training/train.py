@@ -28,8 +28,12 @@ def build_model(cfg: TrainConfig, n_features: int) -> nn.Module:
     """The registry of kinds: one constructor per kind, from the resolved config alone."""
     hidden = list(cfg.hidden or ())
     builders = {
-        "ae": lambda: ae.Autoencoder(n_features, hidden, cfg.latent_dim, cfg.activation, cfg.output_activation),
-        "rae": lambda: ae.Autoencoder(n_features, hidden, cfg.latent_dim, cfg.activation, cfg.output_activation),
+        "ae": lambda: ae.Autoencoder(
+            n_features, hidden, cfg.latent_dim, cfg.activation, cfg.output_activation, cfg.noise
+        ),
+        "rae": lambda: ae.Autoencoder(
+            n_features, hidden, cfg.latent_dim, cfg.activation, cfg.output_activation, cfg.noise
+        ),
         "vae": lambda: vae.VAE(n_features, hidden, cfg.latent_dim, cfg.activation, cfg.likelihood, cfg.noise),
         "gan": lambda: gan.GAN(
             n_features, hidden, cfg.latent_dim, cfg.activation, cfg.output_activation, cfg.spectral_norm
@@ -42,10 +46,21 @@ def pick_device(requested: str) -> torch.device:
     return distributed.pick_device(requested)
 
 
-def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainConfig, params, decay: list[torch.Tensor] | None = None) -> torch.optim.Optimizer:
+    """Adam (or SGD: the notes' θ ← θ − η∇J, SPEC §2). `decay`: the rae's weight matrices under its
+    L2 penalty λΣW², whose gradient 2λW the optimizer adds to theirs (weight_decay = 2λ, the same
+    update as back-propagating the penalty, without the per-step graph: objective.RowCost)."""
+    params = list(params)
+    groups: list[dict] = [{"params": params}]
+    if decay:
+        ids = {id(p) for p in decay}
+        groups = [
+            {"params": [p for p in params if id(p) not in ids]},
+            {"params": list(decay), "weight_decay": 2.0 * cfg.lam},
+        ]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr)  # θ ← θ − η∇J (SPEC §2)
-    return torch.optim.Adam(params, lr=cfg.lr, foreach=True)  # one fused update per step: ~2x faster on CPU
+        return torch.optim.SGD(groups, lr=cfg.lr)
+    return torch.optim.Adam(groups, lr=cfg.lr, foreach=True)  # one fused update per step: ~2x faster on CPU
 
 
 def cost(model: nn.Module, cfg: TrainConfig, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -87,12 +102,12 @@ def fit(
 
     cost = objective.RowCost(model, cfg)
     net = ctx.wrap(cost)  # DDP: gradients averaged over the ranks
-    opt = make_optimizer(cfg, model.parameters())
+    opt = make_optimizer(cfg, model.parameters(), cost.decayed_weights())
     result = Fit(model)
     best, best_state, waited = float("inf"), _copy_state(model), 0
     for epoch in range(1, cfg.epochs + 1):
         cost.train()
-        sums = torch.zeros(len(cost.log_names), dtype=torch.float64, device=ctx.device)
+        sums = torch.zeros(len(cost.batch_log_names), dtype=torch.float64, device=ctx.device)
         order = torch.randperm(len(xt), generator=gen)  # the same permutation on every rank
         for b in range(n_batches):
             xb = xt.rows(ctx.local(order[b * cfg.batch_size : (b + 1) * cfg.batch_size]))  # (B/N, F)
@@ -105,7 +120,7 @@ def fit(
             opt.step()
             sums += logs / n_batches
             bar.step()
-        train = dict(zip(cost.log_names, ctx.sum(sums).tolist()))
+        train = cost.with_decay(dict(zip(cost.batch_log_names, ctx.sum(sums).tolist())))
         val = objective.validation_cost(cost, cfg, xv, ctx)
         row = {"epoch": epoch, **{f"train_{k}": v for k, v in train.items()}, **val}
         result.history.append(row)
@@ -139,10 +154,14 @@ def noise_scale(
     to be folded.
     Computed on the model's device, in chunks; with N ranks every rank joins and gets the same σ."""
     n_features = x_train.shape[1]
-    if cfg.kind == "vae" and cfg.noise != "unit":
-        return torch.exp(0.5 * model.logvar_x()).expand(n_features).double().cpu().numpy()
+    learned = None
+    if cfg.noise != "unit":  # a σ learned with the model (vae; ae/rae with --noise)
+        learned = torch.exp(0.5 * model.logvar_x()).expand(n_features).double().cpu().numpy()
     if cfg.kind in ("ae", "rae") and cfg.score == "balanced":
-        return np.full(n_features, _balanced_sigma(cfg, model, x_train))
+        shape = np.ones(n_features) if learned is None else learned / float(np.exp(np.log(learned).mean()))
+        return shape * _balanced_sigma(cfg, model, x_train, shape)
+    if learned is not None:
+        return learned
     if cfg.kind in ("ae", "rae") and cfg.score == "joint":
         ctx = ctx or Context()
         param = next(model.parameters())
@@ -160,11 +179,14 @@ BALANCE_ROWS = 10000  # training rows (evenly spaced) whose median terms set the
 
 
 @torch.no_grad()
-def _balanced_sigma(cfg: TrainConfig, model: nn.Module, x_train: rows_mod.Source) -> float:
-    """σ = √(median ½‖x − x̂‖² / median ½ Mahalanobis²(z)) over up to BALANCE_ROWS training rows:
-    in x / σ the two terms of the served joint score (`scores.ae_joint_score`, under the latent
-    Gaussian `passes.training_stats` fits to these rows' codes) have the same median. Every rank
-    reads the same rows and gets the same σ."""
+def _balanced_sigma(
+    cfg: TrainConfig, model: nn.Module, x_train: rows_mod.Source, shape: np.ndarray | None = None
+) -> float:
+    """σ = √(median ½‖(x − x̂) / shape‖² / median ½ Mahalanobis²(z)) over up to BALANCE_ROWS training
+    rows: in x / (σ · shape) the two terms of the served joint score (`scores.ae_joint_score`, under
+    the latent Gaussian `passes.training_stats` fits to these rows' codes) have the same median.
+    `shape` (F,): the learned σ's per-feature profile (geometric mean 1), or None for one σ. Every
+    rank reads the same rows and gets the same σ."""
     n = len(x_train)
     idx = np.unique(np.linspace(0, n - 1, min(n, BALANCE_ROWS)).astype(np.int64))
     x = x_train.take(idx) if isinstance(x_train, rows_mod.MappedRows) else np.asarray(x_train[idx], dtype=np.float32)
@@ -173,7 +195,8 @@ def _balanced_sigma(cfg: TrainConfig, model: nn.Module, x_train: rows_mod.Source
     xt = torch.from_numpy(x).to(next(model.parameters()))
     z = model.encoder(xt)
     x_hat = model.decoder(z)
-    scores, terms = ae_joint_score(x, x_hat.cpu().numpy(), z.cpu().numpy(), LatentPrior(**prior))
+    inv = np.ones(x.shape[1], dtype=np.float32) if shape is None else (1.0 / shape).astype(np.float32)
+    scores, terms = ae_joint_score(x * inv, x_hat.cpu().numpy() * inv, z.cpu().numpy(), LatentPrior(**prior))
     reconstruction = terms.sum(axis=1)  # (B,)
     latent = scores - reconstruction  # (B,)
     return math.sqrt(max(float(np.median(reconstruction)), 1e-24) / max(float(np.median(latent)), 1e-12))
@@ -204,7 +227,7 @@ def fold_noise(
     first.weight.mul_(s)  # (H, F) · diag(σ)
     last.weight.div_(s[:, None])  # diag(1/σ) · (F, H)
     last.bias.div_(s)
-    if cfg.kind == "vae":
+    if cfg.noise != "unit":
         model.set_unit_noise()
     prep = prep.model_copy(update={"scale": [float(a * b) for a, b in zip(prep.scale, sigma)]})
     inv = (1.0 / sigma).astype(np.float32)
