@@ -16,7 +16,7 @@ from artifact.graphs import Backend
 from artifact.manifest import LatentPrior, Manifest
 from artifact.predictor import Predictor
 from training import pipeline
-from training.config import KINDS, TrainConfig
+from training.config import KINDS, ConfigError, TrainConfig
 from training.train import fold_noise
 
 torch.set_num_threads(1)
@@ -150,11 +150,12 @@ def _joint_terms(artifact: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 @pytest.mark.parametrize("score", ["balanced", "joint"])
 def test_ae_joint_score_sigma_balances_the_terms_or_is_the_residual(synthetic, tmp_path, score):
     """balanced (the ae's default on tables): σ makes both terms' medians equal on the training rows;
-    joint: σ is the training residual's RMS, so that the reconstruction term's mean is F / 2."""
+    joint: σ is the training residual's RMS, so that the reconstruction term's mean is F / 2 (unit
+    noise here: a learned σ is test_fold_noise_keeps_the_codes_and_scales_the_outputs's)."""
     np.save(tmp_path / "train.npy", synthetic["train"])
     cfg = TrainConfig(
         kind="ae", name="balance", data=str(tmp_path / "train.npy"), models=str(tmp_path / "models"),
-        runs=str(tmp_path / "runs"), ensemble=1, score=score, epochs=30,
+        runs=str(tmp_path / "runs"), ensemble=1, score=score, epochs=30, noise="unit",
     )  # fmt: skip
     result = pipeline.run(cfg, progress=False, plots=False)
     manifest = Manifest.read(result.artifact)
@@ -229,5 +230,30 @@ def test_fold_noise_keeps_the_codes_and_scales_the_outputs(synthetic, tmp_path, 
     codes = zip(before_z, after_z) if kind == "vae" else [(before_z, after_z)]
     assert all(torch.allclose(b, a, atol=1e-5) for b, a in codes)
     assert np.allclose(after_x * sigma, before_x, atol=1e-4)
-    if kind == "vae":
-        assert torch.allclose(model.logvar_x(), torch.zeros(1), atol=1e-6)
+    assert cfg.noise == "feature"  # both kinds learn σ per feature on standardised tables by default
+    assert np.std(np.log(sigma)) > 1e-5  # ... and it is one per feature (a shared one: float rounding only)
+    assert torch.allclose(model.logvar_x(), torch.zeros(1), atol=1e-6)  # folded: the graphs' σ is 1
+
+
+@pytest.mark.parametrize(
+    "kind, scaling, expected",
+    [
+        ("ae", "auto", "feature"),
+        ("vae", "auto", "feature"),
+        ("rae", "auto", "feature"),
+        ("ae", "minmax", "unit"),
+        ("gan", "auto", "unit"),
+    ],
+)
+def test_learned_noise_defaults_where_it_folds(kind, scaling, expected):
+    cfg = TrainConfig(kind=kind, name="x", scaling=scaling).resolve(20, False, 1000)
+    assert cfg.noise == expected
+
+
+@pytest.mark.parametrize(
+    "kind, options",
+    [("gan", {}), ("ae", {"scaling": "minmax"}), ("rae", {"reconstruction": "bce", "scaling": "minmax"})],
+)
+def test_learned_noise_is_refused_where_it_cannot_fold(kind, options):
+    with pytest.raises(ConfigError, match="--noise feature needs"):
+        TrainConfig(kind=kind, name="x", noise="feature", **options).resolve(20, False, 1000)
