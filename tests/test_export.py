@@ -126,6 +126,16 @@ def test_export_parity_failure_publishes_nothing(runs, tmp_path, monkeypatch):
     assert list((tmp_path / "models" / "parity").iterdir()) == []
 
 
+def test_parity_bound_is_absolute_near_one_and_relative_for_large_outputs():
+    """A float32 sum over many features differs by ~1e-7 of its magnitude with the summation order: a
+    code of 300 may differ by 1.2e-4 (ADBench internetads) without the export being wrong."""
+    small, large = np.array([[0.5, -1.0]]), np.array([[300.0, -20.0]])
+    assert export.parity_bound(small) == pytest.approx(1e-4)
+    assert 1.2e-4 > export.parity_bound(small)  # refused at order one
+    assert 1.2e-4 <= export.parity_bound(large) == pytest.approx(3e-2)  # accepted at 300
+    assert export.parity_bound(np.zeros((0, 3))) == pytest.approx(1e-4)  # an empty output: no crash
+
+
 def test_export_list_versions_ignores_non_version_folders(tmp_path):
     from artifact.manifest import list_versions
 

@@ -6,6 +6,7 @@ then the folder renamed to the next free version. An existing version is never o
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shutil
@@ -42,7 +43,15 @@ from training.config import TrainConfig
 from training.train import build_model
 
 PARITY_BATCHES = (1, 7, 256)
+# |exported − eager| ≤ PARITY_TOLERANCE · max(1, max |eager|): absolute for outputs of order one,
+# relative for large ones (float32 sums over a 1,555-feature row differ by ~1e-7 of their magnitude
+# with the summation order: ADBench internetads' codes, |z| in the hundreds, differed by 1.2e-4)
 PARITY_TOLERANCE = 1e-4
+
+
+def parity_bound(expected: np.ndarray) -> float:
+    """The largest |exported − eager| accepted for an output whose eager value is `expected`."""
+    return PARITY_TOLERANCE * max(1.0, float(np.max(np.abs(expected), initial=0.0)))
 
 
 class ExportError(RuntimeError):
@@ -242,11 +251,12 @@ def _check_parity(role, module, onnx_path, ts_path, golden, out_names) -> None:
         onnx_out = session.run(out_names, {session.get_inputs()[0].name: x})
         for name, e, s, o in zip(out_names, eager, script, onnx_out):
             for fmt, got in (("onnx", o), ("torchscript", s.numpy())):
-                diff = float(np.max(np.abs(got - e.numpy())))
-                if got.shape != tuple(e.shape) or not diff <= PARITY_TOLERANCE:
+                bound = parity_bound(e.numpy())
+                diff = float(np.max(np.abs(got - e.numpy()))) if got.shape == tuple(e.shape) else math.inf
+                if not diff <= bound:
                     raise ExportError(
                         f"{role} {fmt} output {name!r} differs from eager PyTorch at batch size {batch}: "
-                        f"max |diff| = {diff:.3g} > {PARITY_TOLERANCE}"
+                        f"max |diff| = {diff:.3g} > {bound:.3g}"
                     )
 
 
