@@ -154,3 +154,20 @@ def test_ensemble_export_triton_is_refused_saying_why(ensemble, tmp_path):
     with pytest.raises(TritonExportError, match=r"is an ensemble of 3 members: .* \(--ensemble 1; "):
         export_triton(folder.parent, tmp_path / "triton")
     assert not (tmp_path / "triton").exists()
+
+
+@pytest.mark.parametrize(
+    ("kind", "is_image", "world", "expected"),
+    [
+        ("ae", False, 1, 3),
+        ("rae", False, 1, 3),
+        ("gan", False, 1, 3),
+        ("vae", False, 1, 1),  # 3 vae fits would pass the 30 s bound on 10,000 x 100
+        ("gan", True, 1, 1),  # never on images
+        ("ae", False, 2, 1),  # nor under torchrun
+    ],
+)
+def test_default_ensemble_size_per_kind(kind, is_image, world, expected):
+    cfg = TrainConfig(kind=kind, name="x").resolve(n_features=64 if is_image else 8, is_image=is_image, world=world)
+    assert cfg.ensemble == expected
+    assert TrainConfig(kind=kind, name="x", ensemble=2).resolve(8, False).ensemble == 2  # the flag wins

@@ -116,3 +116,24 @@ def test_a_vae_row_far_outside_the_training_range_leaves_the_gradient_finite():
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_gan_step_runs_one_power_iteration_per_player_update():
+    """D's update sees the real and the generated rows through one spectral-normalised weight (one
+    power iteration, Miyato et al.'s algorithm 1), and G's update a fresh one after D's step: two
+    per layer and step, not three."""
+    from torch.nn.utils import parametrize
+
+    from models import gan
+
+    torch.manual_seed(0)
+    model = gan.GAN(6, [16, 8], 2, "leaky_relu", "identity", spectral_norm=True)
+    layers = [m for m in model.discriminator.modules() if parametrize.is_parametrized(m)]
+    assert len(layers) == 3
+    calls = [0]
+    for layer in layers:
+        layer.parametrizations.weight[0].register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=1e-2)
+    opt_g = torch.optim.Adam(model.generator.parameters(), lr=1e-2)
+    gan.step(model, torch.randn(32, 6), opt_d, opt_g, z=torch.randn(32, 2))
+    assert calls[0] == 2 * len(layers)  # without the shared weight: 3 (real, generated, G's update)
