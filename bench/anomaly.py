@@ -169,12 +169,14 @@ def load(name: str, max_rows: int | None = None) -> tuple[np.ndarray, np.ndarray
 
 
 def _cell(
-    ds: str, seed: int, name: str, max_rows: int | None, overrides: dict | None
+    ds: str, seed: int, name: str, max_rows: int | None, overrides: dict | None, split_seed: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, float, float | None]:
     """One (set, seed, detector): (test labels, scores, training seconds, served threshold or None).
+    `split_seed`: the split's seed for every seed (only the detector's seed varies), else `seed`.
     A module-level function, so that `--jobs` worker processes can run it."""
     x, y = load(ds, max_rows)
-    x_train, x_test, _y_train, y_test = train_test_split(x, y, test_size=0.4, stratify=y, random_state=seed)
+    split = seed if split_seed is None else split_seed
+    x_train, x_test, _y_train, y_test = train_test_split(x, y, test_size=0.4, stratify=y, random_state=split)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scores, seconds, threshold = detectors([name], overrides)[name](x_train, x_test, seed, Path(tmp))
@@ -199,6 +201,7 @@ def run(
     journal: Path | None = None,
     reused: dict[tuple[str, str], Cell] | None = None,
     jobs: int = 1,
+    split_seed: int | None = None,
 ) -> dict[tuple[str, str], Cell]:
     """Every (set, detector) cell; those in `reused` (an earlier run's journal) are not run again.
     Each finished seed is appended to `journal` (JSON lines), so that an interrupted run keeps its figures.
@@ -235,7 +238,7 @@ def run(
 
     if jobs <= 1:
         for ds, seed, name in tasks:
-            record(ds, seed, name, *_cell(ds, seed, name, max_rows, overrides))
+            record(ds, seed, name, *_cell(ds, seed, name, max_rows, overrides, split_seed))
         return cells
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -244,7 +247,8 @@ def run(
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_one_thread) as pool:
         futures = {
-            pool.submit(_cell, ds, seed, name, max_rows, overrides): (ds, seed, name) for ds, seed, name in tasks
+            pool.submit(_cell, ds, seed, name, max_rows, overrides, split_seed): (ds, seed, name)
+            for ds, seed, name in tasks
         }
         for future in as_completed(futures):
             record(*futures[future], *future.result())
@@ -400,8 +404,16 @@ def main(argv: list[str] | None = None) -> int:
         default=min(2, os.cpu_count() or 1),
         help="cells run at once, each in its own process on one thread (default: 2, or 1 on one core)",
     )
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="one split for every seed (only the detectors' seeds vary): the model's share of the seed spread",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for results.md and roc.png")
     args = parser.parse_args(argv)
+    if args.split_seed is not None and args.reuse:
+        parser.error("--split-seed with --reuse: a journal's cells were scored on other splits")
     datasets = args.datasets or (list(DATASETS) if args.half == "both" else list(HALVES[args.half]))
     check_data(datasets)
     overrides = {}
@@ -420,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     journal.unlink(missing_ok=True)
     reused = read_journal(args.reuse, overrides)
     log = partial(print, flush=True)
-    cells = run(datasets, args.detectors, seeds, log, max_rows, overrides, journal, reused, args.jobs)
+    cells = run(datasets, args.detectors, seeds, log, max_rows, overrides, journal, reused, args.jobs, args.split_seed)
     wall = time.perf_counter() - start
     names = [n for n in (*OURS, *BASELINES) if n in args.detectors or all((d, n) in cells for d in datasets)]
     text = markdown(cells, datasets, names, seeds, wall)

@@ -53,3 +53,14 @@ def test_two_worker_processes_give_the_cells_and_journal_of_one(tmp_path):
         )
 
     assert lines(one) == lines(two) and len(lines(one)) == 4
+
+
+def test_split_seed_holds_the_split_and_varies_only_the_detectors_seed():
+    """`--split-seed`: every seed sees the same test rows; without it each seed has its own split."""
+    from bench.anomaly import _cell
+
+    fixed = [_cell("glass", seed, "iforest", None, None, split_seed=7) for seed in (0, 1)]
+    own = [_cell("glass", seed, "iforest", None, None) for seed in (0, 1)]
+    assert (fixed[0][0] == fixed[1][0]).all()  # the same test labels, row for row
+    assert not (fixed[0][1] == fixed[1][1]).all()  # IsolationForest's seed still moves its scores
+    assert len(own[0][0]) == len(own[1][0]) and not (own[0][1] == own[1][1]).all()
