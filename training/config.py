@@ -29,7 +29,6 @@ MIN_STEPS = 500
 # forwards share one spectral norm, models/gan.py). Not the vae: 3 fits take 36 s there.
 DEFAULT_ENSEMBLE = {"ae": 3, "rae": 3, "gan": 3}
 MEMBER_SEED_STRIDE = 1000  # ensemble member i trains with seed + 1000·i: no overlap with nearby seeds
-ROBUST_KINDS = ("ae", "rae", "vae", "gan")  # kinds whose tables are scaled by median and IQR by default
 # The default anomaly score per kind (bench/anomaly_results.md). The ae's balanced joint score
 # weighs its two terms alike: ADBench 0.764 -> 0.795 ROC AUC, ODDS even. The rae lost 0.004 on ODDS
 # with it alone, and gains on both halves with it, robust scaling, 3 members and learned noise together.
@@ -146,8 +145,7 @@ class TrainConfig:
             # rows); on the 22 benchmark sets it helped both halves for the vae and the gan, for the ae
             # with the epoch cap (ODDS even, ADBench +0.03), for the rae with the ae's other defaults
             # (bench/anomaly_results.md)
-            table = "robust" if self.kind in ROBUST_KINDS else "standard"
-            scaling = "image" if is_image else ("minmax" if wants_unit else table)
+            scaling = "image" if is_image else ("minmax" if wants_unit else "robust")
         unscaled_out = scaling in ("standard", "robust", "none")  # no clipping: σ folds into the scale
         gaussian = (self.kind in ("ae", "rae") and reconstruction == "mse") or likelihood == "gaussian"
         foldable = gaussian and unscaled_out  # a Gaussian σ that folds into the scale

@@ -250,9 +250,10 @@ def _check_parity(role, module, onnx_path, ts_path, golden, out_names) -> None:
         script = script if isinstance(script, tuple) else (script,)
         onnx_out = session.run(out_names, {session.get_inputs()[0].name: x})
         for name, e, s, o in zip(out_names, eager, script, onnx_out):
+            expected = e.numpy()
+            bound = parity_bound(expected)  # one bound for both runtimes
             for fmt, got in (("onnx", o), ("torchscript", s.numpy())):
-                bound = parity_bound(e.numpy())
-                diff = float(np.max(np.abs(got - e.numpy()))) if got.shape == tuple(e.shape) else math.inf
+                diff = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else math.inf
                 if not diff <= bound:
                     raise ExportError(
                         f"{role} {fmt} output {name!r} differs from eager PyTorch at batch size {batch}: "
